@@ -1,0 +1,87 @@
+"""Analytic cost model: FLOPs per decoding step and KV-cache bytes.
+
+FLOPs count a multiply-add as 2. Per token and layer, GPT-2's matmuls cost 24·d²
+(QKV 6d², output projection 2d², MLP 16d²); attention over k keys costs 4·k·d
+(scores and weighted sum). Eager attention scores every (query, key) pair and then
+masks, so a full-sequence pass over t tokens pays 4·t²·d per layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Architecture shapes of the public GPT-2 family, for the what-if calculator.
+GPT2_SHAPES = {
+    "distilgpt2": {"layers": 6, "heads": 12, "d_model": 768, "context": 1024, "vocab": 50257},
+    "gpt2": {"layers": 12, "heads": 12, "d_model": 768, "context": 1024, "vocab": 50257},
+    "gpt2-medium": {"layers": 24, "heads": 16, "d_model": 1024, "context": 1024, "vocab": 50257},
+    "gpt2-large": {"layers": 36, "heads": 20, "d_model": 1280, "context": 1024, "vocab": 50257},
+    "gpt2-xl": {"layers": 48, "heads": 25, "d_model": 1600, "context": 1024, "vocab": 50257},
+}
+DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
+
+
+@dataclass(frozen=True)
+class Shape:
+    layers: int  # transformer blocks
+    heads: int  # attention heads per block
+    d_model: int  # hidden size (heads * head_dim)
+    vocab: int  # vocabulary size (the output projection's width)
+    context: int = 1024  # maximum positions
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.heads
+
+    @classmethod
+    def of(cls, model) -> Shape:
+        c = model.config
+        return cls(c.n_layer, c.n_head, c.n_embd, c.vocab_size, c.n_positions)
+
+
+def kv_bytes(layers: int, heads: int, head_dim: int, tokens: int, bytes_per_value: int) -> int:
+    """Keys + values held for ``tokens`` positions: 2 · layers · heads · head_dim · t · bytes."""
+    return 2 * layers * heads * head_dim * tokens * bytes_per_value
+
+
+def layer_flops(shape: Shape, queries: int, keys: int) -> int:
+    """One block: ``queries`` new positions attending over ``keys`` positions each."""
+    d = shape.d_model
+    return queries * 24 * d * d + 4 * queries * keys * d
+
+
+def step_flops(shape: Shape, mode: str, context_len: int, input_len: int | None = None) -> int:
+    """FLOPs of one decoding step that attends over ``context_len`` tokens.
+
+    cached: ``input_len`` new tokens (the prompt at prefill, then 1), one logit row.
+    recompute: all ``context_len`` tokens, logits for every position.
+    recompute_last: all tokens, logits for the last position only (``logits_to_keep=1``).
+    """
+    t = context_len
+    if mode == "cached":
+        q = t if input_len is None else input_len
+        return shape.layers * layer_flops(shape, q, t) + 2 * shape.d_model * shape.vocab
+    rows = t if mode == "recompute" else 1
+    return shape.layers * layer_flops(shape, t, t) + 2 * shape.d_model * shape.vocab * rows
+
+
+def weight_bytes(model) -> int:
+    """Bytes of distinct parameters (tied embeddings counted once)."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            total += p.numel() * p.element_size()
+    return total
+
+
+def trace_bytes(layers: int, heads: int, tokens: int) -> int:
+    """Stored attention of one trace: packed lower triangle in float16."""
+    return layers * heads * tokens * (tokens + 1) // 2 * 2
+
+
+def run_memory_bytes(shape: Shape, tokens: int, bytes_per_value: int) -> int:
+    """Peak memory a run holds for attention: two stored fp16 traces plus the working
+    copies in the compute dtype while decoding (three modes, one kept at a time)."""
+    packed = shape.layers * shape.heads * tokens * (tokens + 1) // 2
+    return 2 * packed * 2 + 2 * packed * bytes_per_value

@@ -1,0 +1,141 @@
+"""What one decoding run recorded: a Trace of Steps, to pandas and to/from JSON.
+
+Attention is kept as one lower-triangular map per layer and head, packed row by row
+(row r holds r+1 entries, so the map for the first t tokens is simply the first
+t(t+1)/2 entries). For the recompute mode this is the final T x T map; its map at step
+s is the top-left block. For the cached mode each step wrote exactly one new row.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+MODES = ("cached", "recompute", "recompute_last")
+MODE_LABELS = {
+    "cached": "KV cache (new token only)",
+    "recompute": "recompute (whole sequence)",
+    "recompute_last": "recompute, last-position logits only",
+}
+
+
+@dataclass
+class Step:
+    index: int  # 0 is the prefill pass over the prompt; step s produces generated token s
+    token_id: int  # the token chosen at this step (same in every mode)
+    token_text: str  # that token decoded on its own
+    input_len: int  # tokens fed into the model this step (cached: prompt, then 1)
+    context_len: int  # tokens attended over (prompt + tokens generated before this step)
+    seconds: float  # wall time of the forward pass
+    layer_seconds: list[float]  # wall time inside each transformer block
+    kv_bytes: list[int]  # per layer: bytes of keys+values holding real tokens after this step
+    kv_allocated: list[int]  # per layer: bytes allocated for keys+values (static > used)
+    top_ids: list[int]  # the k highest-scoring next tokens, best first
+    top_logits: list[float]  # their logits
+    slice_delta: float | None = None  # recompute: max |Δ| of re-computed past attention rows vs stored
+
+
+@dataclass
+class Trace:
+    mode: str  # one of MODES
+    model_name: str
+    dtype: str  # "float32" | "float64"
+    cache_kind: str | None  # "dynamic" | "static" for the cached mode, else None
+    prompt_ids: list[int]
+    prompt_tokens: list[str]
+    layers: int
+    heads: int
+    head_dim: int
+    steps: list[Step] = field(default_factory=list)
+    attention: torch.Tensor | None = None  # (layers, heads, T*(T+1)/2) float16, packed lower triangle
+
+    # ---- derived -------------------------------------------------------------------------
+    @property
+    def token_ids(self) -> list[int]:
+        return [s.token_id for s in self.steps]
+
+    @property
+    def prompt_len(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def attention_len(self) -> int:
+        """T, the number of rows in the stored attention map."""
+        if self.attention is None:
+            return 0
+        return int(round((np.sqrt(8 * self.attention.shape[-1] + 1) - 1) / 2))
+
+    def step_rows(self, step: int) -> range:
+        """Rows of the attention map that this step computed *for the first time*."""
+        if step == 0:
+            return range(0, self.prompt_len)
+        return range(self.prompt_len + step - 1, self.prompt_len + step)
+
+    def attention_map(self, layer: int, head: int, step: int | None = None) -> np.ndarray:
+        """(t, t) float32 lower-triangular map; for ``step``, the first context_len rows."""
+        if self.attention is None:
+            raise ValueError(f"the {self.mode} trace kept no attention; run with record_attention=True")
+        t = self.attention_len if step is None else self.steps[step].context_len
+        packed = self.attention[layer, head, : t * (t + 1) // 2].float().numpy()
+        full = np.zeros((t, t), dtype=np.float32)
+        full[np.tril_indices(t)] = packed
+        return full
+
+    def layer_attention(self, layer: int, step: int | None = None) -> np.ndarray:
+        """(heads, t, t) maps of every head of one layer."""
+        return np.stack([self.attention_map(layer, h, step) for h in range(self.heads)])
+
+    def nbytes(self) -> int:
+        """Bytes this trace holds in memory (attention dominates)."""
+        per_step = sum(8 * (len(s.layer_seconds) + len(s.kv_bytes) + len(s.kv_allocated)
+                            + len(s.top_ids) + len(s.top_logits)) + 120 for s in self.steps)
+        attention = 0 if self.attention is None else self.attention.numel() * self.attention.element_size()
+        return attention + per_step
+
+    # ---- tables ----------------------------------------------------------------------------
+    def to_frame(self) -> pd.DataFrame:
+        """One row per step, ready for st.dataframe or a notebook."""
+        rows = []
+        for s in self.steps:
+            rows.append({
+                "step": s.index, "token_id": s.token_id, "token": s.token_text, "input_len": s.input_len,
+                "context_len": s.context_len, "seconds": s.seconds, "kv_bytes": sum(s.kv_bytes),
+                "kv_allocated": sum(s.kv_allocated), "top_ids": s.top_ids, "top_logits": s.top_logits,
+                "slice_delta": s.slice_delta,
+                **{f"layer{i}_seconds": t for i, t in enumerate(s.layer_seconds)},
+            })
+        return pd.DataFrame(rows)
+
+    def layer_frame(self) -> pd.DataFrame:
+        """Long format: step, layer, seconds, kv_bytes."""
+        return pd.DataFrame([
+            {"step": s.index, "layer": i, "seconds": s.layer_seconds[i], "kv_bytes": s.kv_bytes[i],
+             "kv_allocated": s.kv_allocated[i]}
+            for s in self.steps for i in range(self.layers)
+        ])
+
+    # ---- JSON ------------------------------------------------------------------------------
+    def to_json(self, include_attention: bool = True) -> str:
+        data = {k: v for k, v in asdict(self).items() if k not in ("steps", "attention")}
+        data["steps"] = [asdict(s) for s in self.steps]
+        if include_attention and self.attention is not None:
+            array = self.attention.numpy().astype("<f2")
+            data["attention"] = {"shape": list(array.shape),
+                                 "float16_base64": base64.b64encode(array.tobytes()).decode()}
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> Trace:
+        data = json.loads(text)
+        steps = [Step(**s) for s in data.pop("steps")]
+        attention = data.pop("attention", None)
+        trace = cls(**data, steps=steps)
+        if attention is not None:
+            raw = np.frombuffer(base64.b64decode(attention["float16_base64"]), dtype="<f2")
+            trace.attention = torch.from_numpy(raw.reshape(attention["shape"]).copy())
+        return trace
