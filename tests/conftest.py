@@ -40,3 +40,30 @@ def tokenizer():
 def _single_thread():
     torch.set_num_threads(1)
     yield
+
+
+def build_tokenizer(text: str, vocab: int = 300):
+    """A real byte-level BPE tokenizer (the tokenizers library), wrapped for transformers."""
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+    from tokenizers import models as tok_models
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(tok_models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([text], trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+
+
+@pytest.fixture(scope="session")
+def saved_model_dir(tmp_path_factory):
+    """A random GPT-2 + tokenizer saved with save_pretrained (safetensors), as a user's local dir."""
+    text = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer. " * 20
+    tokenizer = build_tokenizer(text)
+    model = models.random_model(layers=2, heads=2, d_model=32, vocab=len(tokenizer), context=64, seed=1)
+    path = tmp_path_factory.mktemp("saved") / "tiny-gpt2"
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
