@@ -181,7 +181,8 @@ def test_trace_round_trips_through_json_and_pandas(model, tokenizer):
 
 
 def test_concurrent_decodes_match_sequential(model, tokenizer):
-    prompts = ["alpha beta", "gamma delta epsilon", "zeta", "eta theta iota kappa"]
+    prompts = ["alpha beta", "gamma delta epsilon", "zeta", "eta theta iota kappa", "lambda mu", "nu xi omicron",
+               "pi rho sigma tau", "upsilon phi"]  # 8 sessions sharing one model
     settings = DecodeSettings(max_new_tokens=8, sampling="sample", seed=3)
     sequential = [run(model, tokenizer, p, settings) for p in prompts]
     results: dict[int, object] = {}
