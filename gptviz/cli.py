@@ -1,0 +1,246 @@
+"""Command line: ``python -m gptviz compare --model SRC --prompt TEXT --max-new-tokens N [--json]``.
+
+Runs every decoding mode on one prompt and prints one report: a JSON document with
+``--json``, else a short table. Any bad input (arguments, model source, prompt that does
+not fit) prints exactly one line on stderr and exits with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any, NoReturn
+
+EXIT_USAGE = 2  # argparse's own status for bad arguments; every input error uses it
+MODE_CHOICES = ("cached", "recompute", "recompute_last")
+
+
+class UsageError(Exception):
+    """An input the user must change; printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse prints the usage block before its error; keep it to the one error line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {value}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _modes(text: str) -> tuple[str, ...]:
+    modes = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in modes if m not in MODE_CHOICES]
+    if unknown or not modes:
+        raise argparse.ArgumentTypeError(f"modes are a comma-separated subset of {','.join(MODE_CHOICES)}, "
+                                         f"got {text!r}")
+    if len(set(modes)) != len(modes):
+        raise argparse.ArgumentTypeError(f"each mode at most once, got {text!r}")
+    # The cached mode chooses the tokens the others replay, so it always runs first.
+    return ("cached", *[m for m in modes if m != "cached"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m gptviz", description="Decode one prompt with a KV cache and by "
+                     "recomputing the whole sequence, and compare the two.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = commands.add_parser("compare", help="run every decoding mode on one prompt and report the comparison")
+    p.add_argument("--model", default="bundled",
+                   help="'bundled' (offline), a Hub id (gpt2, distilgpt2, gpt2-medium, ...), or a local directory")
+    p.add_argument("--prompt", required=True, help="the text to continue")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=24, help="tokens to generate (default 24)")
+    p.add_argument("--sampling", choices=("greedy", "sample"), default="greedy",
+                   help="argmax, or a seeded draw after temperature/top-k/top-p (default greedy)")
+    p.add_argument("--temperature", type=_finite_float, default=None, help="sampling only: > 0 (default 1)")
+    p.add_argument("--top-k", type=_non_negative_int, default=None, help="sampling only: 0 turns it off (default)")
+    p.add_argument("--top-p", type=_finite_float, default=None, help="sampling only: in (0, 1], 1 is off (default)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the sampler (default 0)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="compute dtype; float64 shrinks the cached/recompute gap to ~1e-13 (default float32)")
+    p.add_argument("--cache", choices=("dynamic", "static"), default="dynamic",
+                   help="growing DynamicCache or preallocated StaticCache (default dynamic)")
+    p.add_argument("--modes", type=_modes, default=MODE_CHOICES,
+                   help=f"comma-separated decoders to run (default {','.join(MODE_CHOICES)}); cached always runs")
+    p.add_argument("--no-attention", action="store_true",
+                   help="do not keep attention maps (faster, less memory; no slice proof in the report)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch CPU threads (default: torch's choice); 1 is steadier on a busy machine")
+    p.add_argument("--json", action="store_true", help="print one JSON report instead of a table")
+    return parser
+
+
+def settings_from(args: argparse.Namespace):
+    """DecodeSettings from parsed arguments; checks that need no model happen here, before loading one."""
+    from gptviz.decoding import DecodeSettings
+
+    if not args.prompt.strip():
+        raise UsageError("--prompt is empty: give some text to continue")
+    given = {name: getattr(args, name) for name in ("temperature", "top_k", "top_p")}
+    if args.sampling == "greedy":
+        extra = [f"--{name.replace('_', '-')}" for name, value in given.items() if value is not None]
+        if extra:  # silently ignoring them would report a run the user did not ask for
+            raise UsageError(f"{', '.join(extra)} {'applies' if len(extra) == 1 else 'apply'} only with "
+                             "--sampling sample")
+    if args.temperature is not None and args.temperature <= 0:
+        raise UsageError(f"--temperature must be > 0, got {args.temperature}; use --sampling greedy for argmax")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise UsageError(f"--top-p must be in (0, 1], got {args.top_p}")
+    return DecodeSettings(
+        max_new_tokens=args.max_new_tokens, sampling=args.sampling,
+        temperature=1.0 if args.temperature is None else args.temperature,
+        top_k=args.top_k or 0, top_p=1.0 if args.top_p is None else args.top_p, seed=args.seed,
+        cache=args.cache, modes=args.modes, record_attention=not args.no_attention,
+    )
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe Python values: numpy scalars unboxed, NaN/inf as null (strict JSON has neither)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def report(lm, prompt: str, result) -> dict:
+    """The JSON report of one run: model, tokens of each mode, per-step agreement, timings, KV bytes."""
+    cached = result.cached
+    table = result.comparison
+    modes = {}
+    for mode, trace in result.traces.items():
+        seconds = [s.seconds for s in trace.steps]
+        modes[mode] = {
+            "token_ids": trace.token_ids,
+            "tokens": [s.token_text for s in trace.steps],
+            "step_seconds": seconds,
+            "total_seconds": sum(seconds),
+            "stored_bytes": trace.nbytes(),
+        }
+    keep = [c for c in table.columns if c != "token_id"]
+    steps = []
+    for row, step in zip(table[keep].to_dict(orient="records"), cached.steps, strict=True):
+        steps.append({"step": row.pop("step"), "token_id": step.token_id, "token": step.token_text, **row})
+    return _plain({
+        "model": {"source": lm.source, "name": lm.name, "dtype": lm.dtype, **lm.info},
+        "settings": asdict(result.settings),
+        "prompt": {"text": prompt, "token_ids": cached.prompt_ids, "tokens": cached.prompt_tokens},
+        "text": result.text,
+        "modes": modes,
+        "steps": steps,
+        "summary": result.summary(),
+    })
+
+
+def _ms(seconds: float | None) -> str:
+    return "—" if seconds is None or seconds != seconds else f"{seconds * 1e3:8.1f}"
+
+
+def table_text(data: dict) -> str:
+    """A short human-readable version of the report."""
+    m, s = data["model"], data["summary"]
+    lines = [f"model   {m['name']}  ({m['layers']} layers, {m['heads']} heads, d_model {m['d_model']}, {m['dtype']})",
+             f"prompt  {data['prompt']['text']!r}  ({len(data['prompt']['token_ids'])} tokens)",
+             f"output  {data['text']!r}", ""]
+    has_recompute = "recompute" in data["modes"]
+    head = f"{'step':>4}  {'token':<14} {'ctx':>4}  {'cached ms':>9}"
+    if has_recompute:
+        head += f"  {'recomp ms':>9}  {'max|Δlogit|':>11}  {'argmax=':>7}"
+    head += f"  {'KV KiB':>8}"
+    lines += [head, "-" * len(head)]
+    for row in data["steps"]:
+        token = json.dumps(row["token"])[1:-1][:14]  # escape newlines so each step stays on one line
+        line = f"{row['step']:>4}  {token:<14} {row['context_len']:>4}  {_ms(row['cached_seconds']):>9}"
+        if has_recompute:
+            line += (f"  {_ms(row['recompute_seconds']):>9}  {row['max_abs_dlogit']:>11.2e}"
+                     f"  {'yes' if row['argmax_equal'] else 'NO':>7}")
+        line += f"  {row['kv_bytes'] / 1024:>8.1f}"
+        lines.append(line)
+    lines.append("")
+    lines.append(f"cached total {s['cached_seconds']:.3f} s; KV cache {s['kv_cache_bytes'] / 1024:.1f} KiB "
+                 f"(allocated {s['kv_cache_allocated'] / 1024:.1f} KiB)")
+    if has_recompute:
+        lines.append(f"recompute total {s['recompute_seconds']:.3f} s ({s['speedup']:.1f}× the cached time); "
+                     f"same tokens: {s['same_tokens']}; max |Δlogit| {s['max_abs_dlogit']:.2e}; "
+                     f"argmax agreement {s['argmax_agreement']:.0%}")
+        if "max_slice_delta" in s:
+            lines.append(f"slice proof: recomputed past attention rows differ from stored ones by at most "
+                         f"{s['max_slice_delta']:.2e}")
+    return "\n".join(lines)
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    import transformers
+
+    from gptviz.decoding import run
+    from gptviz.models import load
+
+    transformers.utils.logging.disable_progress_bar()  # stderr stays free for the one error line
+    transformers.utils.logging.set_verbosity_error()
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    lm = load(args.model, args.dtype)
+    result = run(lm.model, lm.tokenizer, args.prompt, settings, model_name=lm.name)
+    data = report(lm, args.prompt, result)
+    print(json.dumps(data, ensure_ascii=False, allow_nan=False) if args.json else table_text(data))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        args = build_parser().parse_args(argv)
+        from gptviz.decoding import DecodeError
+        from gptviz.models import ModelLoadError
+
+        try:
+            return compare_command(args)
+        except (DecodeError, ModelLoadError) as exc:
+            raise UsageError(str(exc)) from exc
+    except UsageError as exc:
+        message = " ".join(str(exc).split())  # one line, whatever the message held
+        print(f"gptviz: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
