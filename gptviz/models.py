@@ -70,7 +70,7 @@ def _in_local_hub_cache(repo_id: str) -> bool:
 
 def _check_local_dir(path: Path) -> None:
     if not path.exists():
-        raise ModelLoadError(f"no such directory: {path}. Use {SUPPORTED}.")
+        raise ModelLoadError(f"no such directory: {path} (and not a known GPT-2 Hub id). Use {SUPPORTED}.")
     if not path.is_dir():
         raise ModelLoadError(f"{path} is a file, not a model directory. Use {SUPPORTED}.")
     if not (path / "config.json").is_file():
