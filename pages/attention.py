@@ -1,0 +1,46 @@
+"""Attention: the cached mode's single new row next to the recompute mode's full map."""
+
+import streamlit as st
+
+from gptviz import plots
+from pages import _common as common
+
+st.title("Attention: one new row, or the whole triangle again?")
+common.intro(
+    "Every row of an attention map is one token looking back at the tokens before it. With a cache, each step "
+    "computes just **one new row**. Recomputing builds the **whole triangle** again, but the rows above the "
+    "red one come out the same as last time, because a token can never look ahead. Drag the step slider, or "
+    "press play below, and compare the two panes."
+)
+result = common.require()
+run = result.run
+trace = run.recompute
+if trace is None or trace.attention is None:
+    st.warning("This run kept no recompute attention maps.")
+    st.stop()
+
+c1, c2, c3 = st.columns([1, 1, 3])
+layer = c1.selectbox("Layer", range(trace.layers), key="layer", bind=common.URL)
+head = c2.selectbox("Head", range(trace.heads), key="head", bind=common.URL)
+step = c3.slider("Step", 0, len(trace.steps) - 1, 0, key="step", bind=common.URL)
+
+row = run.comparison.iloc[step]
+m1, m2, m3 = st.columns(3)
+m1.metric("Rows computed this step (cache)", len(run.cached.step_rows(step)))
+m2.metric("Rows computed this step (recompute)", run.recompute.steps[step].context_len)
+slice_delta = row.get("slice_delta")
+m3.metric("Re-computed rows vs stored: max |Δ|", "—" if slice_delta is None or slice_delta != slice_delta
+          else f"{slice_delta:.1e}", help="The slice proof: the recompute pass derived the old rows again and "
+                                          "they match what was stored at earlier steps (all layers and heads).")
+st.caption(f"New row(s), cache vs recompute, max |Δ| over all layers and heads: {row['attn_row_delta']:.1e}")
+common.chart(plots.attention_panes(run, layer, head, step), key="attention_panes")
+
+st.subheader(f"All heads of layer {layer}")
+which = st.segmented_control("Map", ["recompute", "cached"], default="recompute", required=True, key="grid_mode",
+                             help="cached: the rows the cache computed up to this step (the same triangle)")
+common.chart(plots.attention_heads(run.traces[which], layer, step), key="attention_heads")
+
+st.subheader("Play it")
+st.caption("The final map with later rows greyed out: at every step the recompute map is just the top-left "
+           "corner of the final one.")
+common.chart(plots.attention_growth(run, layer, head), key="attention_growth")

@@ -1,0 +1,40 @@
+"""Why the past is frozen: hidden-state drift of past positions with and without the causal mask."""
+
+import streamlit as st
+
+from gptviz import plots
+from pages import _common as common
+
+st.title("Why the past is frozen")
+common.intro(
+    "Wouldn't it be better to recompute old tokens, now that more text has arrived? Not in GPT-2: the "
+    "**causal mask** stops every token from looking at later ones, so appending a word cannot change anything "
+    "already computed, and recomputing gives the same numbers. Below we append one token at a time and measure "
+    "how far the old tokens' hidden states move, with the mask and with it switched off."
+)
+result = common.require()
+run = result.run
+lm = common.loaded(result)
+ids = tuple(run.cached.prompt_ids + run.cached.token_ids)
+if len(ids) < 3:
+    st.info("Need at least 3 tokens (prompt + generated) to measure drift.")
+    st.stop()
+points = st.slider("Prefix lengths to test", 2, min(32, len(ids) - 2), min(8, len(ids) - 2), key="drift_points",
+                   help="each one runs the model twice with and twice without the mask")
+drift = common.hidden_drift(lm, result.settings.source, result.settings.dtype, ids, points)
+
+masked = drift[drift["causal"]]["drift"].max()
+unmasked = drift[~drift["causal"]]["drift"].max()
+cols = st.columns(2)
+cols[0].metric("Largest drift with the causal mask", f"{masked:.1e}")
+cols[1].metric("Largest drift without the mask", f"{unmasked:.2f}")
+common.chart(plots.hidden_drift(drift), key="hidden_drift")
+
+st.markdown(
+    "**With the mask**, the old positions do not move (at most rounding error): a cache that stores their "
+    "keys and values is exact, not an approximation. **Without the mask** every token sees the future, so "
+    "each new token changes all the old states — a model like that would have to recompute everything at "
+    "every step (*iterative refinement*), and no cache could help. GPT-2 was *trained* with the mask, which "
+    "is what makes caching exact; switching the mask off here only shows the other world (the model was "
+    "never trained for it, so its text would be nonsense)."
+)

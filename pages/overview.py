@@ -1,0 +1,49 @@
+"""Overview: the headline of this run, and the generated text token by token."""
+
+import streamlit as st
+
+import gptviz
+from gptviz import ui_state
+from pages import _common as common
+
+st.title("Does GPT-2 re-read the whole text for every new token?")
+common.intro(
+    "A language model writes one token at a time. It can either **keep** what it computed for the earlier "
+    "tokens (a *KV cache*: only the newest token goes in) or **recompute** everything from scratch at each "
+    "step. We just ran the same model both ways on the same prompt. If both give the same answers, the "
+    "cache is a free lunch, and the other pages show why."
+)
+result = common.require()
+run, summary = result.run, result.run.summary()
+
+st.caption(f"Model: **{result.model_name}** · {summary['prompt_tokens']} prompt tokens · "
+           f"{summary['steps']} new tokens · {summary['dtype']} · {run.settings.cache} cache · "
+           f"{run.settings.sampling} · whole run {result.seconds:.1f} s")
+cols = st.columns(4)
+if "same_tokens" in summary:
+    cols[0].metric("Same tokens both ways?", "yes" if summary["same_tokens"] else "no",
+                   help="Recompute replays the cached run's tokens; this checks it would have chosen them too "
+                        f"(argmax agreement {summary['argmax_agreement']:.0%}).")
+    cols[1].metric("Largest logit difference", f"{summary['max_abs_dlogit']:.2e}",
+                   help="max |Δlogit| over every step and vocabulary entry, cached vs recompute")
+    cols[2].metric("Speed-up from the cache", f"{summary['speedup']:.1f}×",
+                   help=f"recompute {summary['recompute_seconds']:.3f} s vs cached {summary['cached_seconds']:.3f} s "
+                        "of forward passes")
+cols[3].metric("KV cache at the end", f"{summary['kv_cache_bytes'] / 1024:,.0f} KiB",
+               help=f"allocated: {summary['kv_cache_allocated'] / 1024:,.0f} KiB ({run.settings.cache} cache)")
+
+st.subheader("What it wrote")
+st.text(run.prompt + run.text)
+st.caption("Each generated token and the step that produced it (step 0 is the pass over the prompt):")
+st.dataframe(ui_state.token_steps(run), hide_index=True, width="stretch", height=240)
+
+with st.expander("Download the traces"):
+    st.caption("One row per step (CSV), or everything including attention maps (JSON, reload with "
+               "`gptviz.Trace.from_json`).")
+    for mode, trace in run.traces.items():
+        c1, c2, c3 = st.columns([2, 1, 1])
+        c1.write(gptviz.MODE_LABELS[mode])
+        c2.download_button("CSV", trace.to_frame().to_csv(index=False), f"gptviz-{mode}.csv", "text/csv",
+                           key=f"csv_{mode}", on_click="ignore")
+        c3.download_button("JSON", trace.to_json(), f"gptviz-{mode}.json", "application/json",
+                           key=f"json_{mode}", on_click="ignore")

@@ -1,0 +1,38 @@
+"""Side by side: every step's top tokens and logit difference, cached vs recompute."""
+
+import streamlit as st
+
+from gptviz import plots, ui_state
+from pages import _common as common
+
+st.title("Side by side: cache vs recompute, step by step")
+common.intro(
+    "Each row is one step of writing. On the left the cached model's favourite next tokens, on the right the "
+    "recomputing model's. The numbers in the middle say how different their scores (logits) were. They are "
+    "not exactly zero, because the two ways add the same numbers in a different order, but they sit at the "
+    "level of rounding error of the number format. Switch **Precision** to float64 in the sidebar and watch "
+    "the gap collapse."
+)
+result = common.require()
+run = result.run
+if run.recompute is None:
+    st.warning("This run has no recompute trace to compare with.")
+    st.stop()
+
+lm = common.loaded(result)
+table = ui_state.step_table(run, lambda i: lm.tokenizer.decode([i]))
+eps = plots.machine_epsilon(run.cached.dtype)
+worst = float(run.comparison["max_abs_dlogit"].max())
+cols = st.columns(3)
+cols[0].metric("Largest |Δlogit|", f"{worst:.2e}")
+cols[1].metric(f"{run.cached.dtype} machine epsilon", f"{eps:.1e}")
+cols[2].metric("Steps where the top token agrees", f"{run.comparison['argmax_equal'].mean():.0%}")
+
+common.chart(plots.logit_delta(run), key="logit_delta")
+st.dataframe(table, hide_index=True, width="stretch", column_config={
+    "max |Δlogit|": st.column_config.NumberColumn(format="%.2e"),
+    "KL": st.column_config.NumberColumn(format="%.1e"),
+    **{c: st.column_config.NumberColumn(format="%.1f") for c in table.columns if c.endswith(" ms")},
+})
+st.caption("KL is the divergence between the two next-token distributions, in nats. Top-5 tokens are written "
+           "with escapes (\\n is a line break).")

@@ -1,0 +1,53 @@
+"""Timing: per-step and total cost of each way of decoding, measured and fitted."""
+
+import streamlit as st
+
+from gptviz import cost, inspect, plots
+from pages import _common as common
+
+st.title("Timing: flat vs growing")
+common.intro(
+    "With a cache, every new token costs about the same: one token goes through the network. Recomputing "
+    "pushes the whole text through again, so each step gets a little slower and the total grows roughly "
+    "with the square of the length. The third variant recomputes everything but only turns the last "
+    "position into word scores, which is all that is needed to pick the next token."
+)
+result = common.require()
+run, summary = result.run, result.run.summary()
+lm = common.loaded(result)
+
+cols = st.columns(4)
+cols[0].metric("Cached, total", f"{summary['cached_seconds'] * 1000:.0f} ms")
+if "recompute_seconds" in summary:
+    cols[1].metric("Recompute, total", f"{summary['recompute_seconds'] * 1000:.0f} ms")
+    cols[2].metric("Speed-up", f"{summary['speedup']:.1f}×")
+weights = cost.weight_bytes(lm.model)
+bandwidth = common.memory_bandwidth()
+floor = weights / bandwidth
+cols[3].metric("Bandwidth floor per cached step", f"{floor * 1000:.2f} ms",
+               help=f"{weights / 2**20:.1f} MiB of weights ÷ {bandwidth / 1e9:.1f} GB/s measured copy bandwidth: "
+                    "a decode step must read every weight at least once.")
+
+common.chart(plots.step_times(run, floor_seconds=floor), key="step_times")
+if (run.comparison["step"] > 0).sum() >= 3:
+    fits = inspect.growth_fit(run)
+    common.chart(plots.cumulative_times(run), key="cumulative_times")
+    st.caption("Fitted growth of the decode steps: per step (straight line through seconds vs tokens) and in "
+               "total (quadratic through cumulative seconds).")
+    st.dataframe(fits.assign(**{
+        "ms per extra token": fits["seconds_per_extra_token"] * 1000,
+        "last ÷ first step": fits["per_step_growth"]})[["mode", "ms per extra token", "last ÷ first step",
+                                                         "total_quadratic_term", "total_linear_term"]],
+        hide_index=True, width="stretch")
+else:
+    st.caption("Generate at least 4 tokens to fit how the cost grows.")
+c1, c2 = st.columns(2)
+with c1:
+    common.chart(plots.prefill_decode(run), key="prefill_decode")
+with c2:
+    common.chart(plots.layer_times(run), key="layer_times")
+shape = cost.Shape.of(lm.model)
+common.chart(plots.step_flops(run, shape), key="step_flops")
+last = run.comparison.iloc[-1]
+st.caption(f"At the last step the cached pass needs {cost.step_flops(shape, 'cached', int(last['context_len']), 1):,} "
+           f"FLOPs and the recompute pass {cost.step_flops(shape, 'recompute', int(last['context_len'])):,}.")
