@@ -1,0 +1,337 @@
+"""Benchmark: does instrumentation distort the timings it reports? ``python -m gptviz.bench``.
+
+At GPT-2-small shape with random weights (time depends only on shape), each instrumented
+decoder is timed against plain ``model.generate`` on the *same* model object, in the same
+run, interleaved (plain/instrumented, then instrumented/plain, ...) and reported as the
+minimum over repeats, which is the least noise-sensitive estimate on a shared machine.
+With no recorder active our "gptviz" attention implementation runs SDPA, so plain
+``generate`` gets the fast path it would get on a stock model.
+
+Like for like: ``generate`` projects only the last position onto the vocabulary
+(it passes ``logits_to_keep=1`` itself), so it is the baseline of the ``recompute_last``
+mode; the ``recompute`` mode (logits for every position, the lesson of seed question 3)
+is compared with ``generate(use_cache=False, logits_to_keep=0)``, which does the same work.
+
+Also reported: stored trace bytes, peak RSS, the cached step against its memory-bandwidth
+floor (every weight is read once per token), and throughput of N concurrent decodes on one
+shared model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from gptviz import cost
+from gptviz.decoding import DecodeSettings, Replay, Sampler, Tape, decode_cached, decode_recompute
+from gptviz.models import random_model
+
+GPT2_SMALL = {"layers": 12, "heads": 12, "d_model": 768, "vocab": 50257, "context": 1024}
+RATIO_TARGET = 1.10  # instrumented ÷ plain
+TRACE_TARGET = 32 * 10**6  # bytes of both stored traces at 256 new tokens
+TRACE_TARGET_TOKENS = 256
+RSS_TARGET = 1.5 * 10**9  # bytes of peak resident memory
+FLOOR_TARGET = 2.0  # cached step ÷ memory-bandwidth floor
+MODES = ("cached", "recompute", "recompute_last")
+# The plain baseline of each mode: generate() keyword arguments.
+PLAIN = {"cached": {"use_cache": True}, "recompute": {"use_cache": False, "logits_to_keep": 0},
+         "recompute_last": {"use_cache": False}}
+
+
+class _IdTokenizer:
+    """Random weights have no vocabulary: a token's text is its id."""
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return " ".join(str(int(i)) for i in ids)
+
+
+@dataclass
+class Timed:
+    seconds: list[float]  # one per repeat, in run order
+    tokens: list[int]  # generated tokens of the last repeat
+    tape: Tape | None = None  # instrumented only: the last repeat's recording
+
+    @property
+    def best(self) -> float:
+        return min(self.seconds)
+
+
+def plain_generate(model, prompt: torch.Tensor, n: int, mode: str) -> list[int]:
+    out = model.generate(prompt[None], attention_mask=torch.ones_like(prompt)[None], do_sample=False,
+                         max_new_tokens=n, min_new_tokens=n, pad_token_id=model.config.eos_token_id,
+                         **PLAIN[mode])
+    return out[0, len(prompt):].tolist()
+
+
+def instrumented(model, prompt: torch.Tensor, n: int, mode: str, tokens: list[int] | None) -> Tape:
+    """What a session pays for one mode: decode with recording, then compact the attention to fp16."""
+    if mode == "cached":
+        tape = decode_cached(model, prompt, Sampler(DecodeSettings()), n)
+    else:  # replays the cached mode's tokens, as gptviz.run does
+        tape = decode_recompute(model, prompt, Replay(tokens, len(prompt)), n, 1 if mode == "recompute_last" else 0)
+    tape.compact(keep_attention=mode != "recompute_last")
+    return tape
+
+
+def _clock(fn: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def time_mode(model, prompt: torch.Tensor, n: int, mode: str, repeats: int,
+              tokens: list[int] | None) -> tuple[Timed, Timed]:
+    """Plain and instrumented runs of one mode, interleaved ABBA so slow drift hits both alike."""
+    plain, inst = Timed([], []), Timed([], [])
+    for r in range(repeats):
+        order = ("plain", "inst") if r % 2 == 0 else ("inst", "plain")
+        for which in order:
+            if which == "plain":
+                seconds, out = _clock(lambda: plain_generate(model, prompt, n, mode))
+                plain.seconds.append(seconds)
+                plain.tokens = out
+            else:
+                inst.tape = None  # free the previous recording before making the next one
+                seconds, tape = _clock(lambda: instrumented(model, prompt, n, mode, tokens))
+                inst.seconds.append(seconds)
+                inst.tape, inst.tokens = tape, tape.sequence[len(prompt):].tolist()
+    return plain, inst
+
+
+def memory_bandwidth(mib: int = 256, repeats: int = 5) -> dict[str, float]:
+    """Bytes per second of streaming a large tensor: read-only (a sum) and copy (read + write), best of repeats.
+
+    A decode step only *reads* the weights, so the read rate gives the floor; the copy is shown for reference.
+    """
+    src = torch.ones(mib * 2**20 // 4, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    nbytes = src.numel() * src.element_size()
+    read = min(_clock(lambda: src.sum())[0] for _ in range(repeats))
+    copy = min(_clock(lambda: dst.copy_(src))[0] for _ in range(repeats))
+    return {"read": nbytes / read, "copy": 2 * nbytes / copy}
+
+
+def _decode_worker(model, prompt: torch.Tensor, n: int, barrier: threading.Barrier, seconds: list[float],
+                   errors: list[BaseException], i: int) -> None:
+    try:
+        barrier.wait()
+        seconds[i], _ = _clock(lambda: instrumented(model, prompt, n, "cached", None))
+    except BaseException as exc:  # re-raised by the caller, never lost in a thread
+        errors.append(exc)
+
+
+def concurrency(model, prompts: list[torch.Tensor], n: int, counts: Sequence[int]) -> list[dict]:
+    """Tokens per second of N simultaneous instrumented cached decodes (threads) on one shared model."""
+    rows = []
+    for count in counts:
+        barrier = threading.Barrier(count + 1)
+        seconds = [0.0] * count
+        errors: list[BaseException] = []
+        threads = [threading.Thread(target=_decode_worker,
+                                    args=(model, prompts[i % len(prompts)], n, barrier, seconds, errors, i))
+                   for i in range(count)]
+        for t in threads:
+            t.start()
+        start = time.perf_counter()
+        barrier.wait()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - start
+        if errors:
+            raise errors[0]
+        rows.append({"decodes": count, "tokens_each": n, "wall_seconds": wall,
+                     "tokens_per_second": count * n / wall, "mean_decode_seconds": statistics.mean(seconds)})
+    return rows
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def bench(args: argparse.Namespace) -> dict:
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    shape = {"layers": args.layers, "heads": args.heads, "d_model": args.d_model, "vocab": args.vocab,
+             "context": args.context}
+    model = random_model(**shape, seed=args.seed)
+    # No end-of-text token: generate must run exactly N steps and pick the same argmax as our sampler
+    # (with one, min_new_tokens masks it out, and a small random vocabulary does pick it).
+    model.generation_config.eos_token_id = None
+    generator = torch.Generator().manual_seed(args.seed)
+    prompts = [torch.randint(0, args.vocab, (args.prompt_tokens,), generator=generator) for _ in range(4)]
+    prompt = prompts[0]
+    results: dict = {
+        "shape": shape, "dtype": "float32", "prompt_tokens": args.prompt_tokens, "repeats": args.repeats,
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+        "weight_bytes": cost.weight_bytes(model), "runs": [],
+    }
+    if not args.json:  # early, so a long run shows what it is measuring
+        print_header(results)
+    with torch.no_grad():
+        for mode in args.modes:  # warm up every path once (allocator, kernel selection)
+            instrumented(model, prompt, 2, mode, plain_generate(model, prompt, 2, "cached"))
+            plain_generate(model, prompt, 2, mode)
+        for n in args.tokens:
+            entry: dict = {"new_tokens": n, "modes": {}}
+            tokens = None
+            for mode in args.modes:
+                plain, inst = time_mode(model, prompt, n, mode, args.repeats, tokens)
+                if mode == "cached":
+                    tokens = inst.tokens
+                    decode_steps = [s.seconds for s in inst.tape.steps[1:]] or [inst.tape.steps[0].seconds]
+                    entry["cached_step_seconds"] = statistics.median(decode_steps)
+                    entry["plain_cached_seconds_per_token"] = plain.best / n
+                trace = inst.tape.to_trace("random", _IdTokenizer(), "dynamic" if mode == "cached" else None)
+                entry["modes"][mode] = {
+                    "plain_seconds": plain.seconds, "instrumented_seconds": inst.seconds,
+                    "plain_best": plain.best, "instrumented_best": inst.best, "ratio": inst.best / plain.best,
+                    "ratio_median": statistics.median(inst.seconds) / statistics.median(plain.seconds),
+                    "same_tokens_as_generate": plain.tokens == inst.tokens, "trace_bytes": trace.nbytes(),
+                }
+                del inst, trace
+            entry["trace_bytes"] = sum(entry["modes"][m]["trace_bytes"] for m in ("cached", "recompute")
+                                       if m in entry["modes"])
+            entry["peak_rss_bytes"] = _peak_rss()  # so far: the process after this many tokens
+            results["runs"].append(entry)
+            if not args.json:
+                print_run(entry)
+        results["peak_rss_bytes"] = _peak_rss()  # sessions only: before the concurrent decodes and the copy
+        if args.concurrency:
+            results["concurrency"] = concurrency(model, prompts, args.concurrency_tokens, args.concurrency)
+    # Last, because its buffers would otherwise set the peak RSS.
+    bandwidth = memory_bandwidth(args.bandwidth_mib)
+    floor = results["weight_bytes"] / bandwidth["read"]
+    results.update({"memory_bandwidth_bytes_per_s": bandwidth, "cached_step_floor_seconds": floor})
+    for entry in results["runs"]:
+        if "cached_step_seconds" in entry:
+            entry["cached_step_vs_floor"] = entry["cached_step_seconds"] / floor
+    return results
+
+
+def print_header(r: dict) -> None:
+    s = r["shape"]
+    print(f"gptviz bench: {s['layers']} layers, {s['heads']} heads, d_model {s['d_model']}, vocab {s['vocab']}, "
+          f"ctx {s['context']}, random weights, {r['dtype']}, prompt {r['prompt_tokens']} tokens")
+    print(f"torch {r['torch']}, {r['threads']} thread(s), {r['machine']}; times are the min of {r['repeats']} "
+          "interleaved runs (ratio of medians in brackets)")
+    sys.stdout.flush()
+
+
+def print_run(entry: dict) -> None:
+    n = entry["new_tokens"]
+    print(f"\n{n} new tokens")
+    print(f"  {'mode':<15} {'plain s':>9} {'instr. s':>9} {'ratio':>6} {'(median)':>9}  target  result  "
+          "same tokens as generate")
+    for mode, m in entry["modes"].items():
+        median = f"({m['ratio_median']:.3f})"
+        print(f"  {mode:<15} {m['plain_best']:>9.3f} {m['instrumented_best']:>9.3f} {m['ratio']:>6.3f} "
+              f"{median:>9}  ≤ {RATIO_TARGET:.2f}  {_verdict(m['ratio'] <= RATIO_TARGET)}    "
+              f"{m['same_tokens_as_generate']}")
+    traces = ", ".join(f"{mode} {_mb(m['trace_bytes'])}" for mode, m in entry["modes"].items())
+    line = f"  stored traces: {traces}; cached + recompute {_mb(entry['trace_bytes'])}"
+    if n >= TRACE_TARGET_TOKENS:
+        line += (f"  target ≤ {_mb(TRACE_TARGET)} at {TRACE_TARGET_TOKENS}  "
+                 f"{_verdict(entry['trace_bytes'] <= TRACE_TARGET)}")
+    print(line)
+    sys.stdout.flush()
+
+
+def print_footer(r: dict) -> None:
+    bw = r["memory_bandwidth_bytes_per_s"]
+    print(f"\nmemory bandwidth: read {bw['read'] / 1e9:.1f} GB/s (copy {bw['copy'] / 1e9:.1f} GB/s); weights "
+          f"{_mb(r['weight_bytes'])} -> cached-step floor {r['cached_step_floor_seconds'] * 1e3:.1f} ms")
+    for entry in r["runs"]:
+        if "cached_step_vs_floor" in entry:
+            ratio = entry["cached_step_vs_floor"]
+            print(f"  {entry['new_tokens']} tokens: cached step (median, instrumented) "
+                  f"{entry['cached_step_seconds'] * 1e3:.1f} ms = {ratio:.2f} × floor  target ≤ {FLOOR_TARGET:.1f}  "
+                  f"{_verdict(ratio <= FLOOR_TARGET)}")
+    if "concurrency" in r:
+        print("\nconcurrency: N simultaneous instrumented cached decodes (threads), one shared model")
+        for c in r["concurrency"]:
+            print(f"  N={c['decodes']}: {c['tokens_per_second']:6.1f} tokens/s total, {c['tokens_each']} tokens each, "
+                  f"wall {c['wall_seconds']:.2f} s, mean decode {c['mean_decode_seconds']:.2f} s")
+    rss = r["peak_rss_bytes"]
+    print(f"\npeak RSS (model + runs above, before concurrency) {rss / 1e9:.2f} GB  target ≤ {RSS_TARGET / 1e9:.1f} GB"
+          f"  {_verdict(rss <= RSS_TARGET)}")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"every value must be ≥ 1, got {text!r}")
+    return values
+
+
+def _mode_list(text: str) -> list[str]:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    if not modes or set(modes) - set(MODES):
+        raise argparse.ArgumentTypeError(f"modes are a comma-separated subset of {','.join(MODES)}")
+    # recompute modes replay the cached mode's tokens, so it runs first when asked for
+    return sorted(set(modes), key=MODES.index)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m gptviz.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--tokens", type=_int_list, default=[128, 256], help="new tokens, comma-separated (128,256)")
+    p.add_argument("--layers", type=int, default=GPT2_SMALL["layers"])
+    p.add_argument("--heads", type=int, default=GPT2_SMALL["heads"])
+    p.add_argument("--d-model", type=int, default=GPT2_SMALL["d_model"])
+    p.add_argument("--vocab", type=int, default=GPT2_SMALL["vocab"])
+    p.add_argument("--context", type=int, default=GPT2_SMALL["context"])
+    p.add_argument("--prompt-tokens", type=int, default=16)
+    p.add_argument("--modes", type=_mode_list, default=list(MODES), help="comma-separated subset of " + ",".join(MODES))
+    p.add_argument("--repeats", type=int, default=3, help="interleaved runs per mode; the min is reported (3)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--concurrency", type=lambda t: _int_list(t) if t else [], default=[1, 2, 4],
+                   help="simultaneous decodes to measure, comma-separated (1,2,4); empty to skip")
+    p.add_argument("--concurrency-tokens", type=int, default=32, help="new tokens per concurrent decode (32)")
+    p.add_argument("--bandwidth-mib", type=int, default=256,
+                   help="MiB streamed to measure memory bandwidth (256)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    p.add_argument("--json-out", default=None, help="also write the JSON document to this file")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.prompt_tokens < 1 or args.repeats < 1 or args.concurrency_tokens < 1:
+        build_parser().error("--prompt-tokens, --repeats and --concurrency-tokens must be ≥ 1")
+    if args.prompt_tokens + max(args.tokens + [args.concurrency_tokens]) > args.context:
+        build_parser().error("prompt + new tokens exceed --context")
+    results = bench(args)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(results, f, indent=1)
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print_footer(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

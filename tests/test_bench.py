@@ -1,0 +1,46 @@
+"""Smoke test of the benchmark at a tiny shape: every field is there and plausible. No timed assertions."""
+
+from __future__ import annotations
+
+import json
+
+from gptviz import bench
+
+TINY = ["--layers", "2", "--heads", "2", "--d-model", "32", "--vocab", "64", "--context", "64",
+        "--prompt-tokens", "4", "--tokens", "3,5", "--repeats", "2", "--concurrency", "1,2",
+        "--concurrency-tokens", "3", "--bandwidth-mib", "8"]
+
+
+def test_bench_json_report(capsys, tmp_path):
+    out = tmp_path / "bench.json"
+    assert bench.main([*TINY, "--json", "--json-out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads(out.read_text())
+    assert report["shape"] == {"layers": 2, "heads": 2, "d_model": 32, "vocab": 64, "context": 64}
+    assert report["threads"] >= 1 and report["weight_bytes"] > 0
+    assert report["memory_bandwidth_bytes_per_s"]["read"] > 0 and report["cached_step_floor_seconds"] > 0
+    assert report["peak_rss_bytes"] > 0
+    assert [r["new_tokens"] for r in report["runs"]] == [3, 5]
+    for run in report["runs"]:
+        assert set(run["modes"]) == set(bench.MODES)
+        for m in run["modes"].values():
+            assert len(m["plain_seconds"]) == len(m["instrumented_seconds"]) == 2
+            assert m["plain_best"] > 0 and m["instrumented_best"] > 0
+            assert m["ratio"] > 0 and m["ratio_median"] > 0
+            assert m["same_tokens_as_generate"] is True  # the instrumented decoders follow generate exactly
+            assert m["trace_bytes"] > 0
+        # attention kept by cached and recompute, not by recompute_last: stored bytes say so
+        assert run["trace_bytes"] == run["modes"]["cached"]["trace_bytes"] + run["modes"]["recompute"]["trace_bytes"]
+        assert run["modes"]["recompute_last"]["trace_bytes"] < run["modes"]["recompute"]["trace_bytes"]
+        assert run["cached_step_seconds"] > 0 and run["cached_step_vs_floor"] > 0
+    assert [c["decodes"] for c in report["concurrency"]] == [1, 2]
+    assert all(c["tokens_per_second"] > 0 and c["tokens_each"] == 3 for c in report["concurrency"])
+
+
+def test_bench_table_subset_of_modes(capsys):
+    args = [*TINY, "--tokens", "3", "--repeats", "1", "--modes", "recompute_last,cached", "--concurrency", ""]
+    assert bench.main(args) == 0
+    out = capsys.readouterr().out
+    assert "cached" in out and "recompute_last" in out and "\n  recompute " not in out
+    assert "PASS" in out or "MISS" in out
+    assert "peak RSS" in out and "bandwidth" in out and "simultaneous" not in out
