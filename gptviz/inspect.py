@@ -85,8 +85,9 @@ def growth_fit(run) -> pd.DataFrame:
     """How each mode's cost grows: per-step time vs tokens (flat or linear), total vs steps (linear or quadratic).
 
     Decode steps only (the prefill pass is a different kind of work). Per mode: the slope of a straight
-    line through per-step seconds vs context length, the ratio of the last fitted step to the first,
-    and the quadratic term of cumulative seconds vs step count.
+    line through per-step seconds vs context length, the median of the last quarter of steps over the
+    median of the first quarter (robust to a few noisy steps), and the quadratic and linear terms of
+    cumulative seconds vs step count.
     """
     table = run.comparison
     decode = table[table["step"] > 0]
@@ -97,12 +98,13 @@ def growth_fit(run) -> pd.DataFrame:
     for mode in run.traces:
         seconds = decode[f"{mode}_seconds"].to_numpy()
         x = decode["context_len"].to_numpy(dtype=float)
-        slope, intercept = np.polyfit(x, seconds, 1)
-        first, last = intercept + slope * x[0], intercept + slope * x[-1]
+        slope, _ = np.polyfit(x, seconds, 1)
+        quarter = max(len(seconds) // 4, 1)
+        first, last = np.median(seconds[:quarter]), np.median(seconds[-quarter:])
         steps = np.arange(1, len(seconds) + 1, dtype=float)
         quadratic, linear, _ = np.polyfit(steps, np.cumsum(seconds), 2)
-        rows.append({"mode": mode, "seconds_per_extra_token": slope, "first_step_fit": first,
-                     "last_step_fit": last, "per_step_growth": last / max(first, 1e-12),
+        rows.append({"mode": mode, "seconds_per_extra_token": slope, "first_steps_median": first,
+                     "last_steps_median": last, "per_step_growth": last / max(first, 1e-12),
                      "total_quadratic_term": quadratic, "total_linear_term": linear})
     return pd.DataFrame(rows)
 

@@ -113,12 +113,12 @@ def attention_panes(run, layer: int, head: int, step: int) -> go.Figure:
     step = _index("step", step, len(cached.steps))
     rows, labels = cached.step_rows(step), token_labels(cached)
     t = cached.steps[step].context_len
-    cached_rows = cached.attention_map(layer, head, step)[rows.start:rows.stop]  # (new rows, t)
+    cached_rows = _lower(cached.attention_map(layer, head, step))[rows.start:rows.stop]  # (new rows, t)
     full = _lower(recompute.attention_map(layer, head, step))  # (t, t)
     fig = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.12,
                         subplot_titles=(f"KV cache: {len(rows)} new row(s) × {t} keys",
                                         f"recompute: {t} × {t}, rows above the line re-computed"))
-    zmax = float(max(np.nanmax(full), cached_rows.max()))
+    zmax = float(max(np.nanmax(full), np.nanmax(cached_rows)))
     common = {"coloraxis": "coloraxis", "hovertemplate": "query %{y}<br>key %{x}<br>weight %{z:.3f}<extra></extra>"}
     fig.add_trace(go.Heatmap(z=cached_rows, x=labels[:t], y=labels[rows.start:rows.stop], **common), 1, 1)
     fig.add_trace(go.Heatmap(z=full, x=labels[:t], y=labels[:t], **common), 1, 2)
@@ -154,13 +154,15 @@ def attention_growth(run, layer: int, head: int) -> go.Figure:
     steps = np.unique(np.linspace(0, len(recompute.steps) - 1, MAX_ANIMATION_FRAMES).round().astype(int))
     fig.frames = [go.Frame(name=str(s), layout={"shapes": shapes_at(int(s))}) for s in steps]
     fig.update_layout(
-        shapes=shapes_at(0), height=max(420, 12 * total + 200), yaxis={"autorange": "reversed"},
-        updatemenus=[{"type": "buttons", "direction": "left", "x": 0, "y": -0.12, "xanchor": "left", "buttons": [
+        shapes=shapes_at(0), height=max(460, 12 * total + 260), yaxis={"autorange": "reversed"},
+        updatemenus=[{"type": "buttons", "direction": "left", "x": 0, "y": 0, "xanchor": "left", "yanchor": "top",
+                      "pad": {"t": 90}, "buttons": [
             {"label": "▶ Play", "method": "animate",
              "args": [None, {"frame": {"duration": 400, "redraw": True}, "fromcurrent": True}]},
             {"label": "⏸ Pause", "method": "animate",
              "args": [[None], {"mode": "immediate", "frame": {"duration": 0, "redraw": False}}]}]}],
-        sliders=[{"active": 0, "x": 0.15, "y": -0.12, "len": 0.85, "currentvalue": {"prefix": "step "}, "steps": [
+        sliders=[{"active": 0, "x": 0.18, "y": 0, "yanchor": "top", "len": 0.82, "pad": {"t": 80},
+                  "currentvalue": {"prefix": "step "}, "steps": [
             {"label": str(s), "method": "animate",
              "args": [[str(s)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}]} for s in steps]}],
     )
@@ -336,7 +338,8 @@ def hidden_drift(frame: pd.DataFrame) -> go.Figure:
         if part.empty:
             continue
         worst = part.groupby("layer")["drift"].max()
-        fig.add_trace(go.Bar(x=worst.index, y=worst.to_numpy(), name=name, marker_color=color, legendgroup=name), 1, 1)
+        fig.add_trace(go.Bar(x=worst.index, y=worst.to_numpy(), name=name, marker_color=color, legendgroup=name,
+                             texttemplate="%{y:.0e}", textposition="outside"), 1, 1)
         last = part[part["layer"] == part["layer"].max()]
         fig.add_trace(go.Scatter(x=last["prefix_len"], y=last["drift"], mode="lines+markers", marker_color=color,
                                  name=f"{name}, last layer", legendgroup=name), 1, 2)

@@ -13,6 +13,7 @@ import pandas as pd
 
 from gptviz import models
 from gptviz.decoding import DecodeSettings
+from gptviz.hosting import Policy
 
 PRESETS = {
     "Romeo at the window": "ROMEO.\nBut soft, what light through yonder window breaks?",
@@ -24,20 +25,22 @@ HUB_CHOICES = ("gpt2", "distilgpt2", "gpt2-medium")
 LOCAL_CHOICE = "local directory…"
 TEST_MODEL = "random-tiny"  # a tiny random GPT-2 with a character tokenizer, for fast app tests
 TEST_MODELS_ENV = "GPTVIZ_ALLOW_TEST_MODELS"  # set to 1 to offer TEST_MODEL (never in the normal UI)
-LOCAL_MODELS_ENV = "GPTVIZ_ALLOW_LOCAL"  # set to 0 on a shared server to refuse local directories
 
 
 def test_models_allowed() -> bool:
     return os.environ.get(TEST_MODELS_ENV, "") == "1"
 
 
-def local_models_allowed() -> bool:
-    return os.environ.get(LOCAL_MODELS_ENV, "1") != "0"
-
-
-def model_choices() -> list[str]:
-    choices = [models.BUNDLED, *HUB_CHOICES]
-    if local_models_allowed():
+def model_choices(policy: Policy) -> list[str]:
+    """The sidebar's model options: what this server's policy lets it load."""
+    choices = []
+    for source in (models.BUNDLED, *HUB_CHOICES):
+        try:
+            policy.check_source(source)
+            choices.append(source)
+        except models.ModelLoadError:
+            pass  # hosted server that does not offer it
+    if policy.allow_local:
         choices.append(LOCAL_CHOICE)
     if test_models_allowed():
         choices.append(TEST_MODEL)

@@ -4,7 +4,7 @@ import streamlit as st
 
 import gptviz
 from gptviz import ui_state
-from pages import _common as common
+from views import _common as common
 
 st.title("Does GPT-2 re-read the whole text for every new token?")
 common.intro(
@@ -32,8 +32,17 @@ if "same_tokens" in summary:
 cols[3].metric("KV cache at the end", f"{summary['kv_cache_bytes'] / 1024:,.0f} KiB",
                help=f"allocated: {summary['kv_cache_allocated'] / 1024:,.0f} KiB ({run.settings.cache} cache)")
 
+if "speedup" in summary and summary["speedup"] < 1.5:
+    st.caption(f"Only {summary['speedup']:.1f}× here: this model is small and the text short, so the fixed cost of "
+               "each call dominates the work the cache saves. The **Timing** page shows the FLOPs it saves; "
+               "longer outputs or a bigger model show the gap.")
+
 st.subheader("What it wrote")
-st.text(run.prompt + run.text)
+left, right = st.columns(2)
+left.caption("Prompt")
+left.code(run.prompt, language=None, wrap_lines=True)
+right.caption("Continuation (the same in both modes)")
+right.code(run.text, language=None, wrap_lines=True)
 st.caption("Each generated token and the step that produced it (step 0 is the pass over the prompt):")
 st.dataframe(ui_state.token_steps(run), hide_index=True, width="stretch", height=240)
 

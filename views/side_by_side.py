@@ -3,7 +3,7 @@
 import streamlit as st
 
 from gptviz import plots, ui_state
-from pages import _common as common
+from views import _common as common
 
 st.title("Side by side: cache vs recompute, step by step")
 common.intro(

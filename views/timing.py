@@ -3,7 +3,7 @@
 import streamlit as st
 
 from gptviz import cost, inspect, plots
-from pages import _common as common
+from views import _common as common
 
 st.title("Timing: flat vs growing")
 common.intro(
@@ -29,6 +29,8 @@ cols[3].metric("Bandwidth floor per cached step", f"{floor * 1000:.2f} ms",
                     "a decode step must read every weight at least once.")
 
 common.chart(plots.step_times(run, floor_seconds=floor), key="step_times")
+st.caption("Wall-clock times on this computer: anything else running on it shows up as spikes. Run again to "
+           "see which features are stable.")
 if (run.comparison["step"] > 0).sum() >= 3:
     fits = inspect.growth_fit(run)
     common.chart(plots.cumulative_times(run), key="cumulative_times")
@@ -36,7 +38,7 @@ if (run.comparison["step"] > 0).sum() >= 3:
                "total (quadratic through cumulative seconds).")
     st.dataframe(fits.assign(**{
         "ms per extra token": fits["seconds_per_extra_token"] * 1000,
-        "last ÷ first step": fits["per_step_growth"]})[["mode", "ms per extra token", "last ÷ first step",
+        "last ÷ first steps": fits["per_step_growth"]})[["mode", "ms per extra token", "last ÷ first steps",
                                                          "total_quadratic_term", "total_linear_term"]],
         hide_index=True, width="stretch")
 else:

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from gptviz import plots
-from pages import _common as common
+from views import _common as common
 
 st.title("Attention: one new row, or the whole triangle again?")
 common.intro(

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from gptviz import plots
-from pages import _common as common
+from views import _common as common
 
 st.title("Why the past is frozen")
 common.intro(

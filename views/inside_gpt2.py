@@ -3,7 +3,7 @@
 import streamlit as st
 
 from gptviz import inspect, plots
-from pages import _common as common
+from views import _common as common
 
 st.title("Inside GPT-2")
 common.intro(
@@ -43,5 +43,5 @@ except ValueError as exc:
     st.stop()
 common.chart(plots.lens_top_tokens(lens), key="lens")
 final = lens[lens["layer"] == lens["layer"].max()].iloc[0]
-st.caption(f"The last row is exactly the model's own prediction: '{final['token']}' with probability "
+st.caption(f"The last row is exactly the model's own prediction: {final['token']!r} with probability "
            f"{final['probability']:.1%}. Layer 0 is the raw embedding read back through the tied matrix.")

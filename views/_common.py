@@ -16,10 +16,16 @@ import streamlit as st
 
 import gptviz
 from gptviz import inspect, ui_state
+from gptviz.hosting import Policy
 from gptviz.ui_state import AppSettings
 
 MAX_KEPT_RUNS = 4  # per browser session; a run of the bundled model holds a few MiB of attention
 URL = "query-params"
+
+
+def policy() -> Policy:
+    """GPTVIZ_HOSTED=1 on a shared server: allow-listed models, capped runs (read each rerun: cheap)."""
+    return Policy.from_env()
 
 
 @st.cache_resource(show_spinner="Loading the model (once per server)…", max_entries=4)
@@ -27,7 +33,8 @@ def load_model(source: str, dtype: str) -> gptviz.LoadedModel:
     """The only place a model is loaded: once per (source, dtype) for every session of this server."""
     if source == ui_state.TEST_MODEL:
         return ui_state.load_test_model(source, dtype)
-    return gptviz.load(source, dtype, fallback_to_bundled=True, allow_local=ui_state.local_models_allowed())
+    policy().check_source(source)  # a shared server loads only its allow-listed models
+    return gptviz.load(source, dtype, fallback_to_bundled=True, allow_local=policy().allow_local)
 
 
 @dataclass
@@ -45,8 +52,8 @@ def _use_preset() -> None:
 
 def sidebar() -> AppSettings:
     """The shared controls; returns what they describe (nothing runs here)."""
-    sb = st.sidebar
-    choice = sb.selectbox("Model", ui_state.model_choices(), key="model", bind=URL,
+    sb, limits = st.sidebar, policy()
+    choice = sb.selectbox("Model", ui_state.model_choices(limits), key="model", bind=URL,
                           help="'bundled' is a small GPT-2 trained on Shakespeare that works offline; the Hub "
                                "models fall back to it when the Hub cannot be reached.")
     source = choice
@@ -56,8 +63,8 @@ def sidebar() -> AppSettings:
     sb.selectbox("Classroom prompts", list(ui_state.PRESETS), key="preset", index=None,
                  placeholder="Pick a preset…", on_change=_use_preset)
     prompt = sb.text_area("Prompt", value=AppSettings.prompt, key="prompt", bind=URL, height=100)
-    max_new = sb.number_input("Max new tokens", min_value=1, max_value=256, value=AppSettings.max_new_tokens,
-                              key="new", bind=URL)
+    max_new = sb.number_input("Max new tokens", min_value=1, max_value=limits.max_new_tokens,
+                              value=min(AppSettings.max_new_tokens, limits.max_new_tokens), key="new", bind=URL)
     sampling = sb.radio("Choosing tokens", ["greedy", "sample"], key="sampling", bind=URL, horizontal=True)
     greedy = sampling == "greedy"
     cols = sb.columns(2)
@@ -85,6 +92,8 @@ def current() -> Result | None:
 
 
 def _decode_with_progress(settings: AppSettings) -> Result:
+    limits = policy()
+    limits.check_tokens(settings.max_new_tokens)
     lm = load_model(settings.source, settings.dtype)
     decode = settings.decode_settings()
     total, done, produced = settings.max_new_tokens * len(decode.modes), 0, []
@@ -103,7 +112,8 @@ def _decode_with_progress(settings: AppSettings) -> Result:
 
         started = time.perf_counter()
         try:
-            run = gptviz.run(lm.model, lm.tokenizer, settings.prompt, decode, model_name=lm.name, on_step=on_step)
+            run = gptviz.run(lm.model, lm.tokenizer, settings.prompt, decode, model_name=lm.name, on_step=on_step,
+                             memory_budget=limits.memory_budget)
         except gptviz.DecodeError:
             status.update(label="Could not decode this input", state="error")
             raise

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from gptviz import cost, inspect, plots
-from pages import _common as common
+from views import _common as common
 
 st.title("The KV cache: what is remembered, and how big it gets")
 common.intro(

@@ -1,0 +1,146 @@
+"""The Streamlit app end to end in-process (AppTest): every page, both a tiny random and the bundled model."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from gptviz import ui_state
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+TIMEOUT = 120  # the first run imports torch and loads a model
+# page -> (metrics that must show a value, plotly charts it draws)
+PAGES = {
+    "views/overview.py": (["Same tokens both ways?", "Largest logit difference", "Speed-up from the cache",
+                           "KV cache at the end"], 0),
+    "views/side_by_side.py": (["Largest |Δlogit|", "float32 machine epsilon"], 1),
+    "views/attention.py": (["Rows computed this step (cache)", "Rows computed this step (recompute)"], 3),
+    "views/kv_cache.py": (["Measured at the end", "Formula 2·L·H·d·t·bytes", "Allocated"], 3),
+    "views/timing.py": (["Cached, total", "Recompute, total", "Bandwidth floor per cached step"], 5),
+    "views/frozen_past.py": (["Largest drift with the causal mask", "Largest drift without the mask"], 1),
+    "views/inside_gpt2.py": (["Blocks (layers)", "Parameters"], 1),
+}
+
+
+@pytest.fixture(autouse=True)
+def _test_models(monkeypatch):
+    monkeypatch.setenv(ui_state.TEST_MODELS_ENV, "1")
+    monkeypatch.chdir(APP.parent)
+
+
+def start(**params) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params.update({"model": ui_state.TEST_MODEL, "new": "6", **params})
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def shown(at: AppTest):
+    """The Result on screen (what the pages draw)."""
+    return at.session_state["gptviz_runs"][at.session_state["gptviz_shown"]]
+
+
+def metrics(at: AppTest) -> dict:
+    return {m.label: m.value for m in at.metric}
+
+
+def figures(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def has_data(figure: dict) -> bool:
+    return any(len(trace.get(axis) or []) > 0 for trace in figure["data"] for axis in ("x", "y", "z"))
+
+
+@pytest.mark.parametrize("model", [ui_state.TEST_MODEL, "bundled"])
+def test_every_page_shows_its_numbers_and_figures(model):
+    at = start(model=model)
+    for page, (labels, chart_count) in PAGES.items():
+        at.switch_page(page).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert not at.error, (page, [e.value for e in at.error])
+        values = metrics(at)
+        assert all(values.get(label) for label in labels), (page, values)
+        charts = figures(at)
+        assert len(charts) == chart_count, page
+        assert all(has_data(f) for f in charts), page
+    assert len(at.session_state["gptviz_runs"]) == 1  # walking the pages never decoded again
+
+
+def test_overview_numbers_come_from_the_run():
+    at = start()
+    summary = shown(at).run.summary()
+    values = metrics(at)
+    assert values["Largest logit difference"] == f"{summary['max_abs_dlogit']:.2e}"
+    assert values["Speed-up from the cache"] == f"{summary['speedup']:.1f}×"
+    assert values["Same tokens both ways?"] == "yes"
+    assert any(shown(at).run.text in c.value for c in at.code)
+    assert len(at.get("download_button")) == 6  # CSV + JSON for each of the three modes
+
+
+def test_run_shows_progress_and_the_produced_tokens():
+    at = start()
+    result = shown(at)
+    assert any(t.value == result.settings.prompt + result.run.text for t in at.text)  # the live token box
+    at.number_input(key="new").set_value(4)
+    at.button(key="run").click().run()
+    assert len(at.session_state["gptviz_runs"]) == 2 and shown(at).settings.max_new_tokens == 4
+
+
+def test_moving_a_slider_does_not_run_the_model_again():
+    at = start()
+    at.switch_page("views/attention.py").run()
+    before = shown(at)
+    at.slider(key="step").set_value(3).run()
+    assert shown(at) is before and len(at.session_state["gptviz_runs"]) == 1
+    assert "step 3" in figures(at)[0]["layout"]["title"]["text"]
+    assert not at.text  # no progress box: nothing was decoded
+
+
+def test_settings_come_from_the_url():
+    at = start(new="5", dtype="float64", cache="static", prompt="hello class", sampling="sample", seed="7",
+               top_k="9")
+    settings = shown(at).settings
+    assert (settings.max_new_tokens, settings.dtype, settings.cache, settings.prompt) == (5, "float64", "static",
+                                                                                         "hello class")
+    assert (settings.sampling, settings.seed, settings.top_k) == ("sample", 7, 9)
+    assert next(shown(at).run.cached.steps[0].kv_allocated.__iter__()) > 0
+    at.switch_page("views/side_by_side.py").run()
+    assert metrics(at)["float64 machine epsilon"] == f"{torch.finfo(torch.float64).eps:.1e}"
+
+
+def test_bad_input_shows_the_message_and_keeps_the_last_results():
+    at = start()
+    good = shown(at)
+    at.text_area(key="prompt").set_value("   ")
+    at.button(key="run").click().run()
+    assert not at.exception
+    assert "prompt is empty" in at.error[0].value
+    assert shown(at) is good and metrics(at)["Same tokens both ways?"] == "yes"
+
+    at.selectbox(key="model").set_value(ui_state.LOCAL_CHOICE).run()
+    at.text_input(key="dir").set_value("/no/such/model").run()
+    at.button(key="run").click().run()
+    assert not at.exception and "no such directory" in at.error[0].value
+    assert shown(at) is good
+
+
+def test_a_hub_model_offline_falls_back_to_bundled_with_a_notice(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = start(model="distilgpt2")
+    assert "bundled offline model" in at.warning[0].value
+    assert shown(at).model_name == "bundled Shakespeare GPT-2"
+
+
+def test_a_hosted_server_offers_only_its_models_and_caps_tokens(monkeypatch):
+    monkeypatch.setenv("GPTVIZ_HOSTED", "1")
+    monkeypatch.setenv("GPTVIZ_MAX_NEW_TOKENS", "8")
+    at = start()
+    assert at.selectbox(key="model").options == ["bundled", "gpt2", "distilgpt2", ui_state.TEST_MODEL]
+    assert at.number_input(key="new").max == 8
+    at.query_params["model"] = "gpt2-medium"  # a shared link naming a model this server does not offer
+    at.run()
+    assert at.selectbox(key="model").value != "gpt2-medium"

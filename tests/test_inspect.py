@@ -1,0 +1,81 @@
+"""gptviz.inspect on tiny random models and hand-built runs."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import gptviz
+from gptviz import inspect
+from tests.test_plots import STEPS, make_run
+
+
+def test_tied_embeddings_on_gpt2_are_one_matrix(tiny_model):
+    tied = inspect.tied_embeddings(tiny_model)
+    assert tied["same_object"] and tied["same_memory"]
+    assert tied["max_abs_difference"] == 0.0 and tied["shape"] == (64, 32)
+    assert tied["saved_parameters"] == 64 * 32
+
+
+def test_tied_embeddings_tells_a_copied_head_apart(tiny_model):
+    untied = copy.deepcopy(tiny_model)
+    untied.lm_head.weight = torch.nn.Parameter(untied.transformer.wte.weight.detach().clone() + 1.0)
+    tied = inspect.tied_embeddings(untied)
+    assert not tied["same_object"] and not tied["same_memory"]
+    assert tied["max_abs_difference"] == pytest.approx(1.0) and tied["saved_parameters"] == 0
+
+
+def test_logit_lens_last_layer_is_the_models_own_prediction(tiny_model, tokenizer):
+    lens = inspect.logit_lens(tiny_model, tokenizer, "hello world", k=3)
+    assert sorted(lens["layer"].unique()) == [0, 1, 2]  # embeddings + 2 blocks
+    ids = torch.tensor(tokenizer("hello world")["input_ids"])[None]
+    probs = tiny_model(ids).logits[0, -1].double().softmax(-1)  # (vocab,)
+    last = lens[lens["layer"] == 2].sort_values("rank")
+    assert last["token_id"].tolist() == probs.topk(3).indices.tolist()
+    np.testing.assert_allclose(last["probability"], probs.topk(3).values.detach().numpy(), rtol=1e-5)
+    first = lens[lens["layer"] == 0]
+    assert not np.allclose(first["probability"].to_numpy(), last["probability"].to_numpy())
+
+
+def test_logit_lens_refuses_empty_text(tiny_model, tokenizer):
+    with pytest.raises(ValueError, match="at least one token"):
+        inspect.logit_lens(tiny_model, tokenizer, "")
+
+
+def test_parameter_shapes_lists_embeddings_block_zero_and_the_head(tiny_model):
+    table = inspect.parameter_shapes(tiny_model)
+    names = table["name"].tolist()
+    assert "transformer.wte.weight" in names and "lm_head.weight" in names
+    assert not any(".h.1." in n for n in names)
+    assert table.set_index("name").loc["transformer.h.0.attn.c_attn.weight", "shape"] == "(32, 96)"
+
+
+@pytest.mark.parametrize("kind", ["dynamic", "static"])
+def test_kv_layout_reads_the_cache_shape_of_a_real_run(tiny_model, tokenizer, kind):
+    run = gptviz.run(tiny_model, tokenizer, "abcd", gptviz.DecodeSettings(max_new_tokens=3, cache=kind,
+                                                                          modes=("cached",)))
+    layout = inspect.kv_layout(run)
+    slots = 4 + 3 if kind == "static" else 4 + 2  # static: preallocated; dynamic: tokens fed so far
+    assert layout["keys"].tolist() == [f"[1, 2, {slots}, 16]"] * 2
+    assert layout["tokens held"].tolist() == [6, 6]
+
+
+def test_growth_fit_finds_flat_cached_and_growing_recompute_steps():
+    fits = inspect.growth_fit(make_run()).set_index("mode")
+    assert fits.loc["cached", "seconds_per_extra_token"] == pytest.approx(0, abs=1e-12)
+    assert fits.loc["recompute", "seconds_per_extra_token"] == pytest.approx(0.01)
+    assert fits.loc["recompute", "per_step_growth"] == pytest.approx(0.05 / 0.02)
+    assert fits.loc["recompute", "total_quadratic_term"] == pytest.approx(0.005)
+    assert fits.loc["cached", "total_quadratic_term"] == pytest.approx(0, abs=1e-12)
+
+
+def test_growth_fit_needs_three_decode_steps():
+    run = make_run()
+    run.comparison = run.comparison.iloc[: STEPS - 2]
+    with pytest.raises(ValueError, match="at least 4 new tokens"):
+        inspect.growth_fit(run)
+
+
+def test_measure_bandwidth_is_a_plausible_rate():
+    assert 1e8 < inspect.measure_bandwidth(nbytes=8 * 2**20, repeats=2) < 1e13

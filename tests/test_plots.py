@@ -1,0 +1,283 @@
+"""Every plot function on a small hand-built Run (no model): data present, shapes right, bad input refused."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from gptviz import cost, plots
+from gptviz.decoding import DecodeSettings, Run
+from gptviz.trace import Step, Trace
+
+PROMPT, STEPS, LAYERS, HEADS, HEAD_DIM = 3, 5, 2, 3, 4
+
+
+def packed_attention(total: int, seed: int) -> torch.Tensor:
+    """(layers, heads, T(T+1)/2) causal softmax rows, packed like a Trace stores them."""
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(size=(LAYERS, HEADS, total, total))
+    scores[..., np.triu_indices(total, k=1)[0], np.triu_indices(total, k=1)[1]] = -np.inf
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    rows, cols = np.tril_indices(total)
+    return torch.from_numpy(weights[..., rows, cols]).to(torch.float16)
+
+
+def make_trace(mode: str, dtype: str = "float32", cache_kind: str | None = "dynamic") -> Trace:
+    bytes_per_value = cost.DTYPE_BYTES[dtype]
+    per_layer_token = 2 * HEADS * HEAD_DIM * bytes_per_value
+    steps = []
+    for s in range(STEPS):
+        context = PROMPT + s
+        held = [per_layer_token * context] * LAYERS
+        allocated = [per_layer_token * (PROMPT + STEPS)] * LAYERS if cache_kind == "static" else held
+        steps.append(Step(
+            index=s, token_id=7 + s % 2, token_text="a" if s % 2 else " b", input_len=context if s == 0 else 1,
+            context_len=context, seconds=0.01 * (1 + s) if mode != "cached" else 0.01,
+            layer_seconds=[0.001 * (layer + 1) * (1 + s) for layer in range(LAYERS)],
+            kv_bytes=held if mode == "cached" else [0] * LAYERS,
+            kv_allocated=allocated if mode == "cached" else [0] * LAYERS,
+            top_ids=[7, 8, 1, 2, 3], top_logits=[5.0, 4.0, 3.0, 2.0, 1.0],
+            slice_delta=None if s == 0 or mode == "cached" else 1e-8))
+    total = PROMPT + STEPS - 1
+    return Trace(mode=mode, model_name="hand-built", dtype=dtype, cache_kind=cache_kind if mode == "cached" else None,
+                 prompt_ids=[1, 2, 3], prompt_tokens=["x", "x", "\n"], layers=LAYERS, heads=HEADS, head_dim=HEAD_DIM,
+                 steps=steps, attention=packed_attention(total, seed=0))
+
+
+def make_run(modes=("cached", "recompute", "recompute_last"), dtype="float32", cache_kind="dynamic") -> Run:
+    traces = {m: make_trace(m, dtype, cache_kind) for m in modes}
+    cached = traces["cached"]
+    table = pd.DataFrame({"step": range(STEPS), "token_id": cached.token_ids,
+                          "context_len": [s.context_len for s in cached.steps]})
+    for mode, trace in traces.items():
+        table[f"{mode}_seconds"] = [s.seconds for s in trace.steps]
+    if "recompute" in traces:
+        table["max_abs_dlogit"] = [0.0, 1e-7, 2e-7, 5e-8, 3e-7]
+        table["argmax_equal"] = True
+        table["kl"] = 1e-12
+        table["slice_delta"] = [s.slice_delta for s in traces["recompute"].steps]
+        table["attn_row_delta"] = 0.0
+    if "recompute_last" in traces:
+        table["max_abs_dlogit_last"] = [1e-7] * STEPS
+    table["kv_bytes"] = [sum(s.kv_bytes) for s in cached.steps]
+    table["kv_allocated"] = [sum(s.kv_allocated) for s in cached.steps]
+    return Run("xx\n", DecodeSettings(max_new_tokens=STEPS, modes=modes, cache=cache_kind), "hand-built", traces,
+               table, "ba" * 2)
+
+
+@pytest.fixture
+def run():
+    return make_run()
+
+
+def heatmaps(fig):
+    return [t for t in fig.data if t.type == "heatmap"]
+
+
+# ---- Side by side ------------------------------------------------------------------------------
+
+def test_logit_delta_draws_each_recompute_mode_with_zero_marked_and_machine_epsilon(run):
+    fig = plots.logit_delta(run)
+    assert [t.name.split(" vs")[0] for t in fig.data] == ["recompute (whole sequence)",
+                                                          "recompute, last-position logits only"]
+    recompute = fig.data[0]
+    eps = float(torch.finfo(torch.float32).eps)
+    assert recompute.y[0] == pytest.approx(eps * 1e-3)  # the exact zero sits below epsilon, not at 0
+    assert list(recompute.marker.symbol) == ["x", "circle", "circle", "circle", "circle"]
+    assert fig.layout.yaxis.type == "log"
+    assert fig.layout.shapes[0].y0 == pytest.approx(eps)
+
+
+def test_logit_delta_epsilon_follows_the_dtype():
+    fig = plots.logit_delta(make_run(dtype="float64"))
+    assert fig.layout.shapes[0].y0 == pytest.approx(float(torch.finfo(torch.float64).eps))
+
+
+def test_logit_delta_needs_a_recompute_trace():
+    with pytest.raises(ValueError, match="modes=.*recompute"):
+        plots.logit_delta(make_run(modes=("cached",)))
+
+
+def test_machine_epsilon_refuses_unknown_dtype():
+    with pytest.raises(ValueError, match="float32"):
+        plots.machine_epsilon("int8")
+
+
+def test_token_labels_stay_unique_for_repeated_tokens(run):
+    labels = plots.token_labels(run.cached)
+    assert len(labels) == len(set(labels)) == PROMPT + STEPS
+    assert labels[2] == "2:⏎" and labels[3] == "3:␣b"
+
+
+# ---- Attention ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("step", [0, 3])
+def test_attention_panes_show_cached_rows_beside_the_lower_triangular_recompute_map(run, step):
+    fig = plots.attention_panes(run, layer=1, head=2, step=step)
+    left, right = heatmaps(fig)
+    t = PROMPT + step
+    new_rows = PROMPT if step == 0 else 1
+    assert np.asarray(left.z).shape == (new_rows, t)
+    full = np.asarray(right.z, dtype=float)
+    assert full.shape == (t, t)
+    assert np.isnan(full[np.triu_indices(t, k=1)]).all()  # the masked future is blank, not zero
+    expected = run.recompute.attention_map(1, 2, step)
+    np.testing.assert_allclose(full[np.tril_indices(t)], expected[np.tril_indices(t)])
+    boxes = [(s.y0, s.y1) for s in fig.layout.shapes]
+    assert (t - new_rows - 0.5, t - 0.5) in boxes  # the newly computed row(s)
+    assert ((-0.5, t - new_rows - 0.5) in boxes) == (step > 0)  # the rows merely re-computed
+
+
+@pytest.mark.parametrize("kwargs, message", [({"layer": 2, "head": 0, "step": 0}, "layer must be .* 0 to 1"),
+                                             ({"layer": 0, "head": -1, "step": 0}, "head must be .* 0 to 2"),
+                                             ({"layer": 0, "head": 0, "step": STEPS}, "step must be .* 0 to 4")])
+def test_attention_panes_refuse_out_of_range_indices(run, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        plots.attention_panes(run, **kwargs)
+
+
+def test_attention_plots_need_recorded_attention(run):
+    run.recompute.attention = None
+    with pytest.raises(ValueError, match="record_attention=True"):
+        plots.attention_panes(run, 0, 0, 1)
+    with pytest.raises(ValueError, match="record_attention=True"):
+        plots.attention_heads(run.recompute, 0, 1)
+
+
+def test_attention_growth_reveals_one_more_row_per_frame(run):
+    fig = plots.attention_growth(run, layer=0, head=1)
+    total = PROMPT + STEPS - 1
+    assert np.asarray(fig.data[0].z).shape == (total, total)
+    assert [f.name for f in fig.frames] == [str(s) for s in range(STEPS)]
+    for step, frame in enumerate(fig.frames):
+        t = PROMPT + step
+        covers = [s for s in frame.layout.shapes if s.fillcolor]
+        assert [c.y0 for c in covers] == ([t - 0.5] if t < total else [])
+    assert fig.layout.updatemenus[0].buttons[0].method == "animate"
+
+
+def test_attention_heads_draws_every_head_of_the_layer(run):
+    fig = plots.attention_heads(run.recompute, layer=1, step=2)
+    maps = heatmaps(fig)
+    assert len(maps) == HEADS
+    assert all(np.asarray(m.z).shape == (PROMPT + 2, PROMPT + 2) for m in maps)
+
+
+# ---- KV cache ----------------------------------------------------------------------------------
+
+def test_kv_per_layer_stacks_one_bar_per_layer_that_sums_to_the_formula(run):
+    fig = plots.kv_per_layer(run)
+    bars = [t for t in fig.data if t.type == "bar"]
+    assert len(bars) == LAYERS and fig.layout.barmode == "stack"
+    stacked = np.sum([b.y for b in bars], axis=0)
+    formula = fig.data[-1].y
+    np.testing.assert_array_equal(stacked, formula)
+
+
+def test_kv_allocation_compares_dynamic_growth_with_static_preallocation():
+    fig = plots.kv_allocation(make_run(cache_kind="static"))
+    allocated, held, dynamic, static = (np.asarray(t.y) for t in fig.data)
+    per_token = cost.kv_bytes(LAYERS, HEADS, HEAD_DIM, 1, 4)
+    np.testing.assert_array_equal(static, [per_token * (PROMPT + STEPS)] * STEPS)
+    np.testing.assert_array_equal(allocated, static)  # the measured static cache is the preallocation
+    np.testing.assert_array_equal(held, dynamic)
+    assert "static" in fig.data[0].name
+
+
+def test_kv_what_if_draws_one_line_per_model_up_to_the_length():
+    fig = plots.kv_what_if(cost.GPT2_SHAPES, 2048, "float16")
+    assert [t.name for t in fig.data] == list(cost.GPT2_SHAPES)
+    gpt2 = fig.data[1]
+    assert gpt2.x[-1] == 2048 and gpt2.y[-1] == cost.kv_bytes(12, 12, 64, 2048, 2)
+
+
+@pytest.mark.parametrize("args, message", [({}, "GPT2_SHAPES"), (cost.GPT2_SHAPES, "tokens"),
+                                           (cost.GPT2_SHAPES, "dtype")])
+def test_kv_what_if_refuses_bad_input(args, message):
+    tokens, dtype = (0, "float32") if message == "tokens" else (16, "int4" if message == "dtype" else "float32")
+    with pytest.raises(ValueError, match=message):
+        plots.kv_what_if(args, tokens, dtype)
+
+
+# ---- Timing ------------------------------------------------------------------------------------
+
+def test_step_times_draws_decode_steps_and_prefill_per_mode_with_the_floor(run):
+    fig = plots.step_times(run, floor_seconds=0.002)
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    assert len(lines) == 3 and all(len(t.y) == STEPS - 1 for t in lines)
+    assert len([t for t in fig.data if t.mode == "markers"]) == 3  # one prefill point per mode
+    assert fig.layout.shapes[0].y0 == 0.002
+    assert not plots.step_times(run).layout.shapes
+
+
+def test_cumulative_times_fit_matches_exact_quadratic_growth(run):
+    fig = plots.cumulative_times(run)
+    recompute_points, recompute_fit = fig.data[2], fig.data[3]
+    np.testing.assert_allclose(recompute_fit.y, recompute_points.y, atol=1e-12)  # linear steps: quadratic total
+    assert len(fig.data) == 6
+
+
+def test_cumulative_times_needs_three_decode_steps(run):
+    run.comparison = run.comparison.iloc[:3]
+    with pytest.raises(ValueError, match="at least 4 new tokens"):
+        plots.cumulative_times(run)
+
+
+def test_layer_times_averages_decode_steps_per_layer(run):
+    fig = plots.layer_times(run)
+    assert len(fig.data) == 3
+    expected = np.mean([[0.001 * (layer + 1) * (1 + s) for layer in range(LAYERS)] for s in range(1, STEPS)], axis=0)
+    np.testing.assert_allclose(fig.data[0].y, expected)
+
+
+def test_prefill_decode_compares_step_zero_with_mean_decode(run):
+    fig = plots.prefill_decode(run)
+    recompute = fig.data[1]
+    assert recompute.y[0] == pytest.approx(0.01)
+    assert recompute.y[1] == pytest.approx(np.mean([0.02, 0.03, 0.04, 0.05]))
+
+
+def test_step_flops_follow_the_cost_model(run):
+    shape = cost.Shape(LAYERS, HEADS, HEADS * HEAD_DIM, 50)
+    fig = plots.step_flops(run, shape)
+    cached = fig.data[0]
+    assert cached.y[0] == cost.step_flops(shape, "cached", PROMPT, PROMPT)
+    assert cached.y[1] == cost.step_flops(shape, "cached", PROMPT + 1, 1)
+    assert fig.data[1].y[-1] == cost.step_flops(shape, "recompute", PROMPT + STEPS - 1)
+
+
+# ---- Frozen past and inside GPT-2 -------------------------------------------------------------
+
+def drift_frame():
+    return pd.DataFrame([{"prefix_len": t, "layer": layer, "causal": causal,
+                          "drift": 0.0 if causal or layer == 0 else 0.1 * layer / t}
+                         for causal in (True, False) for t in (2, 4, 6) for layer in range(3)])
+
+
+def test_hidden_drift_shows_masked_and_unmasked_worst_drift_per_layer():
+    fig = plots.hidden_drift(drift_frame())
+    bars = [t for t in fig.data if t.type == "bar"]
+    assert [b.name for b in bars] == ["with causal mask", "without mask"]
+    np.testing.assert_allclose(bars[0].y, [0, 0, 0])
+    np.testing.assert_allclose(bars[1].y, [0, 0.05, 0.1])
+    lines = [t for t in fig.data if t.type == "scatter"]
+    assert list(lines[1].x) == [2, 4, 6]
+
+
+def test_hidden_drift_refuses_a_table_without_the_columns():
+    with pytest.raises(ValueError, match="hidden_state_drift"):
+        plots.hidden_drift(drift_frame().drop(columns="causal"))
+
+
+def test_lens_top_tokens_is_a_layers_by_rank_grid():
+    frame = pd.DataFrame([{"layer": layer, "rank": r, "token": f"t{r}" if r else "\n", "probability": 0.5 / (r + 1)}
+                          for layer in range(4) for r in range(3)])
+    fig = plots.lens_top_tokens(frame)
+    assert np.asarray(fig.data[0].z).shape == (4, 3)
+    assert fig.data[0].text[0][0] == "⏎"
+
+
+def test_lens_top_tokens_refuses_an_empty_table():
+    with pytest.raises(ValueError, match="logit_lens"):
+        plots.lens_top_tokens(pd.DataFrame(columns=["layer", "rank", "token", "probability"]))

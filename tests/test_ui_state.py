@@ -1,0 +1,61 @@
+"""The app's Streamlit-free state: settings, run keys, the test model, display tables."""
+
+import pytest
+
+import gptviz
+from gptviz import ui_state
+from gptviz.hosting import Policy
+from gptviz.ui_state import AppSettings
+from tests.test_plots import STEPS, make_run
+
+
+def test_settings_become_decode_settings():
+    s = AppSettings(max_new_tokens=7, sampling="sample", temperature=0.7, top_k=5, top_p=0.9, seed=3, cache="static")
+    d = s.decode_settings()
+    assert (d.max_new_tokens, d.sampling, d.temperature, d.top_k, d.top_p, d.seed, d.cache) == \
+        (7, "sample", 0.7, 5, 0.9, 3, "static")
+
+
+def test_run_key_ignores_sampling_knobs_only_when_greedy():
+    assert AppSettings(seed=1, temperature=0.5).key == AppSettings(seed=2).key
+    assert AppSettings(sampling="sample", seed=1).key != AppSettings(sampling="sample", seed=2).key
+    assert AppSettings(dtype="float64").key != AppSettings().key
+    hash(AppSettings().key)
+
+
+def test_test_model_is_offered_and_loaded_only_with_the_env_flag(monkeypatch):
+    monkeypatch.delenv(ui_state.TEST_MODELS_ENV, raising=False)
+    assert ui_state.TEST_MODEL not in ui_state.model_choices(Policy())
+    with pytest.raises(gptviz.ModelLoadError, match=ui_state.TEST_MODELS_ENV):
+        ui_state.load_test_model(ui_state.TEST_MODEL, "float32")
+    monkeypatch.setenv(ui_state.TEST_MODELS_ENV, "1")
+    assert ui_state.TEST_MODEL in ui_state.model_choices(Policy())
+    lm = ui_state.load_test_model(ui_state.TEST_MODEL, "float64")
+    assert lm.info["tied_embeddings"] and next(lm.model.parameters()).dtype.is_floating_point
+    run = gptviz.run(lm.model, lm.tokenizer, "hi there", gptviz.DecodeSettings(max_new_tokens=2))
+    assert run.summary()["same_tokens"]
+
+
+def test_model_choices_follow_the_hosting_policy():
+    assert ui_state.model_choices(Policy()) == ["bundled", "gpt2", "distilgpt2", "gpt2-medium", ui_state.LOCAL_CHOICE]
+    hosted = Policy.from_env({"GPTVIZ_HOSTED": "1", "GPTVIZ_ALLOWED_MODELS": "bundled,distilgpt2"})
+    assert ui_state.model_choices(hosted) == ["bundled", "distilgpt2"]
+
+
+def test_char_tokenizer_round_trips_ascii_ids():
+    tok = ui_state.CharTokenizer(256)
+    ids = tok("Hi!")["input_ids"]
+    assert ids == [72, 105, 33] and len(tok.decode(ids)) == 3
+
+
+def test_step_table_has_a_row_per_step_with_both_modes_top_tokens():
+    table = ui_state.step_table(make_run(), lambda i: f"<{i}>")
+    assert len(table) == STEPS
+    assert table["cached top-5"].iloc[0] == "<7> · <8> · <1> · <2> · <3>"
+    assert {"recompute top-5", "max |Δlogit|", "KL", "cached ms", "recompute ms", "recompute_last ms"} <= set(table)
+    assert table["recompute ms"].iloc[2] == pytest.approx(30.0)
+
+
+def test_token_steps_lists_generated_tokens_with_their_context():
+    table = ui_state.token_steps(make_run())
+    assert table["token"].tolist()[:2] == [" b", "a"] and table["context"].tolist()[0] == 3
