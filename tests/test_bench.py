@@ -7,7 +7,7 @@ import json
 from gptviz import bench
 
 TINY = ["--layers", "2", "--heads", "2", "--d-model", "32", "--vocab", "64", "--context", "64",
-        "--prompt-tokens", "4", "--tokens", "3,5", "--repeats", "2", "--concurrency", "1,2",
+        "--prompt-tokens", "4", "--tokens", "3,5", "--repeats", "2", "--cached-repeats", "2", "--concurrency", "1,2",
         "--concurrency-tokens", "3", "--bandwidth-mib", "8"]
 
 
@@ -26,7 +26,9 @@ def test_bench_json_report(capsys, tmp_path):
         for m in run["modes"].values():
             assert len(m["plain_seconds"]) == len(m["instrumented_seconds"]) == 2
             assert m["plain_best"] > 0 and m["instrumented_best"] > 0
-            assert m["ratio"] > 0 and m["ratio_median"] > 0
+            assert m["ratio"] > 0 and m["ratio_median"] > 0 and m["ratio_best"] > 0
+            assert 0 < m["instrumented_step_floor"] <= m["instrumented_best"]
+            assert 0 < m["plain_step_floor"] <= m["plain_best"]
             assert m["same_tokens_as_generate"] is True  # the instrumented decoders follow generate exactly
             assert m["trace_bytes"] > 0
         # attention kept by cached and recompute, not by recompute_last: stored bytes say so
