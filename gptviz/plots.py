@@ -115,13 +115,16 @@ def attention_panes(run, layer: int, head: int, step: int) -> go.Figure:
     t = cached.steps[step].context_len
     cached_rows = _lower(cached.attention_map(layer, head, step))[rows.start:rows.stop]  # (new rows, t)
     full = _lower(recompute.attention_map(layer, head, step))  # (t, t)
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.12,
-                        subplot_titles=(f"KV cache: {len(rows)} new row(s) × {t} keys",
-                                        f"recompute: {t} × {t}, rows above the line re-computed"))
+    # Stacked on one key axis, so the cached row lines up with the red row it equals; rows keep one height.
+    new = max(len(rows), 2)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[new / (new + t), t / (new + t)],
+                        vertical_spacing=0.1, subplot_titles=(
+                            f"KV cache: {len(rows)} new row(s) × {t} keys — all this step computes",
+                            f"recompute: the whole {t} × {t} map again; rows above the red one were already known"))
     zmax = float(max(np.nanmax(full), np.nanmax(cached_rows)))
     common = {"coloraxis": "coloraxis", "hovertemplate": "query %{y}<br>key %{x}<br>weight %{z:.3f}<extra></extra>"}
     fig.add_trace(go.Heatmap(z=cached_rows, x=labels[:t], y=labels[rows.start:rows.stop], **common), 1, 1)
-    fig.add_trace(go.Heatmap(z=full, x=labels[:t], y=labels[:t], **common), 1, 2)
+    fig.add_trace(go.Heatmap(z=full, x=labels[:t], y=labels[:t], **common), 2, 1)
     if rows.start > 0:  # rows the recompute pass derived again although they were known
         fig.add_shape(type="rect", xref="x2", yref="y2", x0=-0.5, x1=t - 0.5, y0=-0.5, y1=rows.start - 0.5,
                       line={"color": "#A3A3A3", "dash": "dot", "width": 2})
@@ -129,7 +132,7 @@ def attention_panes(run, layer: int, head: int, step: int) -> go.Figure:
                   line={"color": NEW_ROW_COLOR, "width": 3})
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(coloraxis={"colorscale": ATTENTION_SCALE, "cmin": 0, "cmax": zmax,
-                                 "colorbar": {"title": "weight"}}, height=max(420, 14 * t + 160))
+                                 "colorbar": {"title": "weight"}}, height=max(460, 16 * (t + new) + 200))
     return _layout(fig, f"Layer {layer}, head {head}, step {step}")
 
 
@@ -295,7 +298,7 @@ def layer_times(run) -> go.Figure:
         seconds = np.array([s.layer_seconds for s in trace.steps[1:] or trace.steps])  # (steps, layers)
         fig.add_trace(go.Bar(x=[f"layer {i}" for i in range(trace.layers)], y=seconds.mean(axis=0),
                              name=MODE_LABELS[mode], marker_color=MODE_COLORS[mode]))
-    return _layout(fig, "Mean seconds inside each block per decode step", barmode="group", yaxis_title="seconds")
+    return _layout(fig, "Time inside each block (decode mean)", barmode="group", yaxis_title="seconds")
 
 
 def prefill_decode(run) -> go.Figure:

@@ -141,6 +141,9 @@ def test_a_hosted_server_offers_only_its_models_and_caps_tokens(monkeypatch):
     at = start()
     assert at.selectbox(key="model").options == ["bundled", "gpt2", "distilgpt2", ui_state.TEST_MODEL]
     assert at.number_input(key="new").max == 8
+    at.number_input(key="new").set_value(5)
+    at.button(key="run").click().run()
+    assert list(at.session_state["gptviz_runs"]) == [shown(at).settings.key]  # one kept run per student
     at.query_params["model"] = "gpt2-medium"  # a shared link naming a model this server does not offer
     at.run()
     assert at.selectbox(key="model").value != "gpt2-medium"

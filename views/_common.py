@@ -20,6 +20,7 @@ from gptviz.hosting import Policy
 from gptviz.ui_state import AppSettings
 
 MAX_KEPT_RUNS = 4  # per browser session; a run of the bundled model holds a few MiB of attention
+MAX_KEPT_RUNS_HOSTED = 1  # a shared server: GPT-2 runs hold up to ~100 MiB each, times every student
 URL = "query-params"
 
 
@@ -138,7 +139,7 @@ def run_if_needed(settings: AppSettings, clicked: bool) -> None:
         st.error(f"**Cannot run this:** {exc}")
         return
     runs[settings.key] = result
-    while len(runs) > MAX_KEPT_RUNS:
+    while len(runs) > (MAX_KEPT_RUNS_HOSTED if policy().hosted else MAX_KEPT_RUNS):
         runs.pop(next(iter(runs)))  # oldest first
     st.session_state["gptviz_shown"] = settings.key
 
