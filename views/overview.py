@@ -52,7 +52,8 @@ with st.expander("Download the traces"):
     for mode, trace in run.traces.items():
         c1, c2, c3 = st.columns([2, 1, 1])
         c1.write(gptviz.MODE_LABELS[mode])
-        c2.download_button("CSV", trace.to_frame().to_csv(index=False), f"gptviz-{mode}.csv", "text/csv",
-                           key=f"csv_{mode}", on_click="ignore")
-        c3.download_button("JSON", trace.to_json(), f"gptviz-{mode}.json", "application/json",
+        # Callables: a trace is serialised only when its button is clicked, not on every rerun.
+        c2.download_button("CSV", lambda t=trace: t.to_frame().to_csv(index=False), f"gptviz-{mode}.csv",
+                           "text/csv", key=f"csv_{mode}", on_click="ignore")
+        c3.download_button("JSON", lambda t=trace: t.to_json(), f"gptviz-{mode}.json", "application/json",
                            key=f"json_{mode}", on_click="ignore")
