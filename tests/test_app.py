@@ -88,6 +88,11 @@ def test_run_shows_progress_and_the_produced_tokens():
     at.number_input(key="new").set_value(4)
     at.button(key="run").click().run()
     assert len(at.session_state["gptviz_runs"]) == 2 and shown(at).settings.max_new_tokens == 4
+    four = shown(at)
+    at.button(key="run").click().run()  # Run again, same settings: fresh timings
+    assert shown(at) is not four and shown(at).run.text == four.run.text
+    at.number_input(key="new").set_value(6).run()  # back to settings already run: shown without decoding
+    assert shown(at) is result and not at.text
 
 
 def test_moving_a_slider_does_not_run_the_model_again():
