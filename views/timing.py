@@ -1,7 +1,9 @@
 """Timing: per-step and total cost of each way of decoding, measured and fitted."""
 
+import pandas as pd
 import streamlit as st
 
+import gptviz
 from gptviz import cost, inspect, plots
 from views import _common as common
 
@@ -34,13 +36,15 @@ st.caption("Wall-clock times on this computer: anything else running on it shows
 if (run.comparison["step"] > 0).sum() >= 3:
     fits = inspect.growth_fit(run)
     common.chart(plots.cumulative_times(run), key="cumulative_times")
-    st.caption("Fitted growth of the decode steps: per step (straight line through seconds vs tokens) and in "
-               "total (quadratic through cumulative seconds).")
-    st.dataframe(fits.assign(**{
-        "ms per extra token": fits["seconds_per_extra_token"] * 1000,
-        "last ÷ first steps": fits["per_step_growth"]})[["mode", "ms per extra token", "last ÷ first steps",
-                                                         "total_quadratic_term", "total_linear_term"]],
-        hide_index=True, width="stretch")
+    growth = fits.set_index("mode")["per_step_growth"]
+    st.caption("How the decode steps grew: the median of the last quarter of steps over the first quarter — "
+               + ", ".join(f"{gptviz.MODE_LABELS[m]} {g:.1f}×" for m, g in growth.items())
+               + ". Flat is ≈1×; a linear per-step cost makes the total quadratic.")
+    st.dataframe(pd.DataFrame({
+        "mode": fits["mode"].map(gptviz.MODE_LABELS),
+        "ms per extra token (slope)": fits["seconds_per_extra_token"] * 1e3,
+        "last ÷ first steps": fits["per_step_growth"], "total: s per n²": fits["total_quadratic_term"],
+        "total: s per n": fits["total_linear_term"]}), hide_index=True, width="stretch")
 else:
     st.caption("Generate at least 4 tokens to fit how the cost grows.")
 c1, c2 = st.columns(2)
