@@ -102,13 +102,21 @@ def _decode_with_progress(settings: AppSettings) -> Result:
         bar = st.progress(0.0, text="starting")
         text = st.empty()
 
+        shown_at = 0.0
+
         def on_step(mode: str, step: int, token_id: int) -> None:
-            nonlocal done
+            nonlocal done, shown_at
             done += 1
+            if mode == "cached":
+                produced.append(lm.tokenizer.decode([token_id]))
+            # At most ~8 screen updates a second: sending them takes the GIL from the timed forward passes.
+            last = step + 1 == settings.max_new_tokens
+            if time.perf_counter() - shown_at < 0.12 and not last:
+                return
+            shown_at = time.perf_counter()
             bar.progress(done / total, text=f"{gptviz.MODE_LABELS[mode]}: step {step + 1} of "
                                             f"{settings.max_new_tokens}")
             if mode == "cached":  # tokens appear as the cached decoder chooses them
-                produced.append(lm.tokenizer.decode([token_id]))
                 text.text(settings.prompt + "".join(produced))
 
         started = time.perf_counter()
