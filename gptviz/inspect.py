@@ -119,3 +119,14 @@ def measure_bandwidth(nbytes: int = 64 * 2**20, repeats: int = 3) -> float:
         target.copy_(source)
         best = min(best, time.perf_counter() - start)
     return 2 * nbytes / best
+
+
+def warm_up(model, tokenizer, text: str = "Warm up.") -> float:
+    """Decode a few tokens every way, untimed, so a process's first real run pays no one-time costs
+    (allocator growth, lazy kernel setup) in its cached mode, which runs first. Returns seconds spent."""
+    from gptviz.decoding import DecodeSettings, run  # decoding imports this package's siblings
+
+    started = time.perf_counter()
+    for kind in ("dynamic", "static"):
+        run(model, tokenizer, text, DecodeSettings(max_new_tokens=2, cache=kind))
+    return time.perf_counter() - started

@@ -79,3 +79,9 @@ def test_growth_fit_needs_three_decode_steps():
 
 def test_measure_bandwidth_is_a_plausible_rate():
     assert 1e8 < inspect.measure_bandwidth(nbytes=8 * 2**20, repeats=2) < 1e13
+
+
+def test_warm_up_decodes_untimed_and_leaves_the_model_unchanged(tiny_model, tokenizer):
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    assert inspect.warm_up(tiny_model, tokenizer) > 0
+    assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())

@@ -33,9 +33,12 @@ def policy() -> Policy:
 def load_model(source: str, dtype: str) -> gptviz.LoadedModel:
     """The only place a model is loaded: once per (source, dtype) for every session of this server."""
     if source == ui_state.TEST_MODEL:
-        return ui_state.load_test_model(source, dtype)
-    policy().check_source(source)  # a shared server loads only its allow-listed models
-    return gptviz.load(source, dtype, fallback_to_bundled=True, allow_local=policy().allow_local)
+        lm = ui_state.load_test_model(source, dtype)
+    else:
+        policy().check_source(source)  # a shared server loads only its allow-listed models
+        lm = gptviz.load(source, dtype, fallback_to_bundled=True, allow_local=policy().allow_local)
+    inspect.warm_up(lm.model, lm.tokenizer)  # else the first run's cached mode pays one-time costs
+    return lm
 
 
 @dataclass
@@ -159,7 +162,7 @@ def run_if_needed(settings: AppSettings, clicked: bool) -> None:
 def show_notice() -> None:
     result = current()
     if result is not None and result.notice:
-        st.warning(result.notice, icon="📡")
+        st.warning(result.notice, icon=":material/cloud_off:")
 
 
 def require() -> Result:
