@@ -362,7 +362,7 @@ def lens_top_tokens(frame: pd.DataFrame) -> go.Figure:
         lambda t: t.replace("\n", "⏎").replace(" ", "␣") or "∅")
     fig = go.Figure(go.Heatmap(z=z.to_numpy(), x=[f"#{r + 1}" for r in z.columns], y=[f"layer {i}" for i in z.index],
                                text=text.to_numpy(), texttemplate="%{text}", colorscale=ATTENTION_SCALE, zmin=0,
-                               zmax=1, colorbar={"title": "probability"},
+                               zmax=float(z.to_numpy().max()), colorbar={"title": "probability"},
                                hovertemplate="%{y}, %{x}: '%{text}' p=%{z:.3f}<extra></extra>"))
     fig.update_layout(height=80 + 45 * len(z))
     return _layout(fig, "The last position read out after every layer (logit lens)", yaxis={"autorange": "reversed"})
