@@ -23,7 +23,7 @@ formula = cost.kv_bytes(trace.layers, trace.heads, trace.head_dim, last.context_
 cols = st.columns(4)
 cols[0].metric("Measured at the end", f"{sum(last.kv_bytes):,} B")
 cols[1].metric("Formula 2·L·H·d·t·bytes", f"{formula:,} B", delta="matches" if formula == sum(last.kv_bytes)
-               else f"{sum(last.kv_bytes) - formula:+,} B", delta_color="off")
+               else f"{sum(last.kv_bytes) - formula:+,} B", delta_color="off", delta_arrow="off")
 cols[2].metric("Allocated", f"{sum(last.kv_allocated):,} B", help=f"{trace.cache_kind} cache")
 cols[3].metric("Per token", f"{cost.kv_bytes(trace.layers, trace.heads, trace.head_dim, 1, bytes_per_value):,} B")
 
