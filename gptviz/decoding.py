@@ -203,12 +203,16 @@ class Tape:
 
     def _store_rows(self, weights: list[torch.Tensor]) -> float | None:
         """Compare rows already stored, append new ones; weights[l] is (1, heads, q, k)."""
-        q = weights[0].shape[2]
+        q, k = weights[0].shape[2], weights[0].shape[3]
         first = len(self.sequence) - q  # row index of the first query position in this pass
         end = first + q
         lo, mid, hi = first * (first + 1) // 2, self.rows_stored * (self.rows_stored + 1) // 2, end * (end + 1) // 2
-        rows, cols = self.tril_rows[lo:hi] - first, self.tril_cols[lo:hi]
-        block = torch.stack([w[0, :, rows, cols] for w in weights])  # (layers, heads, packed rows first..end)
+        flat = (self.tril_rows[lo:hi] - first) * k + self.tril_cols[lo:hi]  # packed entries' offsets in a q x k map
+        # One index_select per layer into one buffer: ~5x faster than 2-D fancy indexing plus a stack,
+        # which mattered for the recompute mode's overhead (all t(t+1)/2 rows are gathered every step).
+        block = torch.empty(len(weights), self.heads, hi - lo, dtype=weights[0].dtype)  # (layers, heads, packed)
+        for layer, w in enumerate(weights):
+            torch.index_select(w[0].reshape(self.heads, q * k), 1, flat, out=block[layer])
         split = mid - lo
         delta = None
         if split > 0:
