@@ -20,6 +20,9 @@ def test_bench_json_report(capsys, tmp_path):
     assert report["threads"] >= 1 and report["weight_bytes"] > 0
     assert report["memory_bandwidth_bytes_per_s"]["read"] > 0 and report["cached_step_floor_seconds"] > 0
     assert report["peak_rss_bytes"] > 0
+    session = report["session"]  # a fresh process running gptviz.run at the largest token count
+    assert session["new_tokens"] == 5 and session["peak_rss_bytes"] >= session["peak_rss_after_load_bytes"] > 0
+    assert session["trace_bytes"] > 0
     assert [r["new_tokens"] for r in report["runs"]] == [3, 5]
     for run in report["runs"]:
         assert set(run["modes"]) == set(bench.MODES)
@@ -40,7 +43,8 @@ def test_bench_json_report(capsys, tmp_path):
 
 
 def test_bench_table_subset_of_modes(capsys):
-    args = [*TINY, "--tokens", "3", "--repeats", "1", "--modes", "recompute_last,cached", "--concurrency", ""]
+    args = [*TINY, "--tokens", "3", "--repeats", "1", "--modes", "recompute_last,cached", "--concurrency", "",
+            "--no-session-rss"]
     assert bench.main(args) == 0
     out = capsys.readouterr().out
     assert "cached" in out and "recompute_last" in out and "\n  recompute " not in out
