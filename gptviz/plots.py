@@ -23,6 +23,7 @@ LAYER_COLORS = ["#3B82F6", "#F97316", "#22A06B", "#E11D48", "#8B5CF6", "#0EA5E9"
 NEW_ROW_COLOR = "#E11D48"  # the row a step computes for the first time
 COVER_COLOR = "rgba(128,128,128,0.85)"  # hides future rows; grey reads on light and dark themes
 ATTENTION_SCALE = "Viridis"
+LABELLED_SCALE = [[0, "#1E1B4B"], [1, "#0E7490"]]  # dark to mid only, so white cell text stays legible
 MAX_ANIMATION_FRAMES = 64
 
 
@@ -361,7 +362,8 @@ def lens_top_tokens(frame: pd.DataFrame) -> go.Figure:
     text = frame.pivot(index="layer", columns="rank", values="token").map(
         lambda t: t.replace("\n", "⏎").replace(" ", "␣") or "∅")
     fig = go.Figure(go.Heatmap(z=z.to_numpy(), x=[f"#{r + 1}" for r in z.columns], y=[f"layer {i}" for i in z.index],
-                               text=text.to_numpy(), texttemplate="%{text}", colorscale=ATTENTION_SCALE, zmin=0,
+                               text=text.to_numpy(), texttemplate="%{text}", textfont={"color": "white"},
+                               colorscale=LABELLED_SCALE, zmin=0,
                                zmax=float(z.to_numpy().max()), colorbar={"title": "probability"},
                                hovertemplate="%{y}, %{x}: '%{text}' p=%{z:.3f}<extra></extra>"))
     fig.update_layout(height=80 + 45 * len(z))

@@ -153,3 +153,10 @@ def test_a_hosted_server_offers_only_its_models_and_caps_tokens(monkeypatch):
     at.query_params["model"] = "gpt2-medium"  # a shared link naming a model this server does not offer
     at.run()
     assert at.selectbox(key="model").value != "gpt2-medium"
+
+
+def test_logit_lens_last_layer_predicts_the_runs_first_token():
+    at = start(model="bundled")
+    first = shown(at).run.cached.steps[0].token_text
+    at.switch_page("views/inside_gpt2.py").run()
+    assert any(f"prediction: {first!r} with probability" in c.value for c in at.caption)

@@ -33,8 +33,8 @@ with st.expander("Every weight of the embeddings, block 0 and the head"):
     st.dataframe(inspect.parameter_shapes(lm.model), hide_index=True, width="stretch")
 
 st.subheader("How logits arise: the logit lens")
-default = result.run.prompt + result.run.text
-text = st.text_area("Text to read", value=default, key="lens_text", height=80)
+text = st.text_area("Text to read (the prompt, so the last row is the run's first token)", value=result.run.prompt,
+                    key="lens_text", height=100)
 k = st.slider("Top tokens per layer", 1, 10, 5, key="lens_k")
 try:
     lens = common.logit_lens(lm, result.settings.source, result.settings.dtype, text, k)
