@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from gptviz import DecodeSettings, load, run
 from gptviz.models import BUNDLED_DIR
@@ -39,7 +40,9 @@ def test_tokenizer_round_trips(bundled):
 def test_held_out_hamlet_loss_far_below_a_random_model(bundled):
     ids = bundled.tokenizer(PASSAGE)["input_ids"][: bundled.info["context"]]
     trained = nats_per_token(bundled.model, ids)
-    random_loss = math.log(bundled.info["vocab"])  # a uniform guess; random init sits at or above it
+    untrained = GPT2LMHeadModel(GPT2Config.from_pretrained(BUNDLED_DIR)).eval()  # same shape, random weights
+    random_loss = nats_per_token(untrained, ids)
+    assert random_loss > 0.95 * math.log(bundled.info["vocab"])  # a random model is a near-uniform guess
     assert trained < 0.7 * random_loss, (trained, random_loss)
     chars = len(bundled.tokenizer.decode(ids))
     assert trained * len(ids) / chars < 2.0  # nats per character on unseen Hamlet

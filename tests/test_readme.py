@@ -1,0 +1,26 @@
+"""The README's two commands are the ones that work: CI runs the test command verbatim."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def commands() -> list[str]:
+    return re.findall(r"```bash\n(.+?)\n```", (ROOT / "README.md").read_text())[:2]
+
+
+def test_first_screen_gives_run_and_test_commands():
+    run, test = commands()
+    assert "pip install -r requirements.txt" in run and "streamlit run app.py" in run
+    assert "pytest" in test and "HF_HUB_OFFLINE=1" in test
+
+
+def test_ci_runs_the_readme_test_command():
+    assert commands()[1] in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_requirements_pin_cpu_torch():
+    lines = (ROOT / "requirements.txt").read_text().splitlines()
+    assert "torch==2.13.0" in lines
+    assert all("==" in line for line in lines if line and not line.startswith(("#", "-")))
