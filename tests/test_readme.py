@@ -24,3 +24,13 @@ def test_requirements_pin_cpu_torch():
     lines = (ROOT / "requirements.txt").read_text().splitlines()
     assert "torch==2.13.0" in lines
     assert all("==" in line for line in lines if line and not line.startswith(("#", "-")))
+
+
+def test_python_api_example_runs():
+    """The notebook example in the README is real code against the bundled model."""
+    block = re.findall(r"```python\n(.+?)\n```", (ROOT / "README.md").read_text(), flags=re.S)
+    example = next(b for b in block if "gptviz.load" in b)
+    namespace: dict = {}
+    exec(compile(example, "README.md", "exec"), namespace)  # noqa: S102
+    run = namespace["run"]
+    assert run.summary()["same_tokens"] and len(run.cached.steps) == 32
