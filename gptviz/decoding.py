@@ -155,6 +155,7 @@ def decode_cached(model, prompt_ids: torch.Tensor, choose, steps: int, cache_kin
             logits = model(ids, past_key_values=cache, use_cache=True).logits[0, -1]  # (vocab,)
         token = choose(tape.sequence, logits)
         tape.add(step, rec, logits, token, kv=kv_sizes(cache))
+        del rec, logits  # the prefill's outputs span the whole prompt: do not hold them through the next pass
         ids = token.view(1, 1)  # (1, 1): only the new token goes in
     return tape
 
@@ -171,6 +172,9 @@ def decode_recompute(model, prompt_ids: torch.Tensor, choose, steps: int, logits
             logits = model(ids, use_cache=False, logits_to_keep=logits_to_keep).logits[0, -1]  # (vocab,)
         token = choose(tape.sequence, logits)
         tape.add(step, rec, logits, token)
+        # Free this pass's outputs before the next one: `logits` is a view of all t positions' logits
+        # (t x vocab, 55 MB at 272 tokens of GPT-2) and `rec` holds every layer's t x t attention.
+        del rec, logits
         ids = torch.cat([ids, token.view(1, 1)], dim=1)  # (1, t + 1): the whole sequence goes in again
     return tape
 
@@ -191,7 +195,8 @@ class Tape:
         self.layers, self.heads, self.head_dim = c.n_layer, c.n_head, c.n_embd // c.n_head
         self.sequence = prompt_ids.clone()  # (t,) prompt + tokens chosen so far
         self.steps: list[Step] = []
-        self.logits: list[torch.Tensor] = []  # each (vocab,), full precision, for comparisons
+        self._logits: torch.Tensor | None = None  # (steps, vocab) last-position logits, filled row by row
+        self.max_steps = steps
         self.total_rows = len(prompt_ids) + steps - 1  # T: the last token chosen is never fed
         self.rows_stored = 0
         self.attention = None
@@ -234,10 +239,17 @@ class Tape:
             seconds=rec.seconds, layer_seconds=list(rec.layer_seconds), kv_bytes=used, kv_allocated=allocated,
             top_ids=top.indices.tolist(), top_logits=top.values.tolist(), slice_delta=delta,
         ))
-        self.logits.append(logits.clone())
+        if self._logits is None:  # one buffer: no per-step clones to stack into a second copy later
+            self._logits = torch.empty(self.max_steps, logits.shape[-1], dtype=logits.dtype)
+        self._logits[step] = logits
         self.sequence = torch.cat([self.sequence, token.view(1)])
         if self.on_step is not None:
             self.on_step(self.mode, step, int(token))
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """(steps so far, vocab) last-position logits in the compute dtype, for comparisons."""
+        return self._logits[: len(self.steps)]
 
     def compact(self, keep_attention: bool = True) -> None:
         """Drop the working copy of attention: float16 for storage, or nothing."""
