@@ -260,7 +260,20 @@ def _session_only(args: argparse.Namespace) -> dict:
 
 
 def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    """This process's peak resident memory in bytes: VmHWM of /proc/self/status on Linux.
+
+    Not ``getrusage().ru_maxrss``: Linux carries the parent's high-water mark across fork and exec, so a
+    child started from a big process would report at least the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes, Linux KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def bench(args: argparse.Namespace) -> dict:
