@@ -81,14 +81,19 @@ def css(driver, selector):
     return driver.find_elements(By.CSS_SELECTOR, selector)
 
 
+RUNNING_JS = """
+const w = document.querySelector('[data-testid="stStatusWidget"]');
+return !!(w && (w.innerText.includes('Running') || w.querySelector('img, svg')));
+"""
+
+
 def wait_idle(driver, timeout: float = 120) -> None:
-    """Until the script run ends: Streamlit's 'running' widget gone, twice in a row."""
+    """Until the script run ends: Streamlit's 'running' widget gone three polls in a row (read in JS,
+    so an element re-rendered mid-check cannot go stale)."""
     deadline, quiet = time.time() + timeout, 0
     time.sleep(0.5)
     while time.time() < deadline:
-        running = [e for e in css(driver, '[data-testid="stStatusWidget"]') if "Running" in (e.text or "")
-                   or e.find_elements("css selector", "img, svg")]
-        quiet = quiet + 1 if not running else 0
+        quiet = 0 if driver.execute_script(RUNNING_JS) else quiet + 1
         if quiet >= 3:
             return
         time.sleep(0.4)
@@ -112,6 +117,34 @@ def rendered_charts(driver) -> int:
         ".filter(p => p._fullData && p._fullData.length > 0 && p.querySelector('.main-svg')).length")
 
 
+def nav_names(driver) -> list[str]:
+    """The sidebar's page links, icon ligature text dropped; retried while Streamlit re-renders them."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(20):
+        try:
+            return [link.text.strip().splitlines()[-1] for link in css(driver, '[data-testid="stSidebarNavLink"]')]
+        except StaleElementReferenceException:
+            time.sleep(0.3)
+    raise AssertionError("the page links kept re-rendering")
+
+
+def open_page(driver, name: str) -> None:
+    """Click the sidebar link named ``name``; a link replaced mid-click is found again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(20):
+        try:
+            for link in css(driver, '[data-testid="stSidebarNavLink"]'):
+                if link.text.strip().splitlines()[-1] == name:
+                    link.click()
+                    return
+        except StaleElementReferenceException:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"no clickable page link {name!r}")
+
+
 def chart_boxes(driver) -> int:
     return len(css(driver, '[data-testid="stPlotlyChart"]'))
 
@@ -127,11 +160,10 @@ def test_every_page_renders_its_figures(server, browser):
     wait_for(browser, '[data-testid="stSidebarNavLink"]', 60)
     wait_for(browser, '[data-testid="stMetric"]', 180)
     wait_idle(browser)
-    links = css(browser, '[data-testid="stSidebarNavLink"]')
-    names = [link.text.strip().splitlines()[-1] for link in links]  # drop the icon's ligature text
+    names = nav_names(browser)
     assert len(names) >= 7, names
     for i, name in enumerate(names):
-        css(browser, '[data-testid="stSidebarNavLink"]')[i].click()
+        open_page(browser, name)
         wait_idle(browser)
         deadline = time.time() + 60
         while time.time() < deadline and (not chart_boxes(browser) or rendered_charts(browser) < chart_boxes(browser)):
@@ -154,7 +186,7 @@ def test_bad_input_shows_a_message_and_keeps_results(server, browser):
     browser.get(server)
     wait_for(browser, '[data-testid="stMetric"]', 180)
     wait_idle(browser)
-    css(browser, '[data-testid="stSidebarNavLink"]')[1].click()  # a page with a figure
+    open_page(browser, nav_names(browser)[1])  # a page with a figure
     wait_idle(browser)
     wait_for(browser, '[data-testid="stPlotlyChart"] .main-svg', 60)
     box = css(browser, '[data-testid="stSidebar"] textarea')[0]
@@ -165,8 +197,10 @@ def test_bad_input_shows_a_message_and_keeps_results(server, browser):
     run = [b for b in css(browser, '[data-testid="stSidebar"] button') if b.text.strip().endswith("Run")][0]
     run.click()
     wait_idle(browser)
-    errors = wait_for(browser, '[data-testid="stAlertContentError"]', 30)
-    assert "empty" in " ".join(e.text for e in errors).lower()
+    wait_for(browser, '[data-testid="stAlertContentError"]', 30)
+    errors = browser.execute_script(
+        "return [...document.querySelectorAll('[data-testid=\"stAlertContentError\"]')].map(e => e.innerText)")
+    assert "empty" in " ".join(errors).lower()
     assert_no_exception(browser, "bad input")
     assert rendered_charts(browser) >= 1, "the last good results disappeared"
     browser.save_screenshot(str(SHOTS / "bad-input-empty-prompt.png"))
