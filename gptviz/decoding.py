@@ -172,9 +172,7 @@ def decode_recompute(model, prompt_ids: torch.Tensor, choose, steps: int, logits
             logits = model(ids, use_cache=False, logits_to_keep=logits_to_keep).logits[0, -1]  # (vocab,)
         token = choose(tape.sequence, logits)
         tape.add(step, rec, logits, token)
-        # Free this pass's outputs before the next one: `logits` is a view of all t positions' logits
-        # (t x vocab, 55 MB at 272 tokens of GPT-2) and `rec` holds every layer's t x t attention.
-        del rec, logits
+        del rec, logits  # views of all t positions' logits and t x t attention: free before the next pass
         ids = torch.cat([ids, token.view(1, 1)], dim=1)  # (1, t + 1): the whole sequence goes in again
     return tape
 
