@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from gptviz.decoding import DecodeError
 from gptviz.models import BUNDLED, ModelLoadError, canonical_hub_id
 
 DEFAULT_ALLOWED = ("bundled", "gpt2", "distilgpt2")
@@ -50,8 +51,6 @@ class Policy:
                              f"'{source}' is not on its list.")
 
     def check_tokens(self, max_new_tokens: int) -> None:
-        from gptviz.decoding import DecodeError
-
         if max_new_tokens > self.max_new_tokens:
             raise DecodeError(f"this server allows at most {self.max_new_tokens} new tokens per run "
                               f"(asked for {max_new_tokens}).")
