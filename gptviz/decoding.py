@@ -78,11 +78,12 @@ def check(model, prompt_ids: list[int], settings: DecodeSettings,
     if not s.modes or s.modes[0] != "cached" or set(s.modes) - {"cached", "recompute", "recompute_last"}:
         raise DecodeError(f"modes must start with 'cached' (it chooses the tokens), got {s.modes!r}.")
     if s.record_attention:
-        tokens = len(prompt_ids) + s.max_new_tokens
-        need = cost.run_memory_bytes(cost.Shape.of(model), tokens, next(model.parameters()).element_size())
+        tokens, shape = len(prompt_ids) + s.max_new_tokens, cost.Shape.of(model)
+        value_bytes = next(model.parameters()).element_size()
+        need = cost.run_memory_bytes(shape, tokens, value_bytes)
         if need > memory_budget:
-            fit = max(t for t in range(1, tokens + 1) if cost.run_memory_bytes(
-                cost.Shape.of(model), t, next(model.parameters()).element_size()) <= memory_budget)
+            fits = (t for t in range(1, tokens + 1) if cost.run_memory_bytes(shape, t, value_bytes) <= memory_budget)
+            fit = max(fits, default=0)
             raise DecodeError(f"keeping every attention map for {tokens} tokens needs {need / 2**20:.0f} MiB, over "
                               f"this server's budget of {memory_budget / 2**20:.0f} MiB: use at most "
                               f"{max(fit - len(prompt_ids), 0)} new tokens with this prompt.")
