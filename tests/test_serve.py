@@ -1,0 +1,166 @@
+"""The server-wide decode queue and shared results (gptviz.serve), with stand-in decodes (no model)."""
+
+import threading
+import time
+
+import pytest
+
+from gptviz import serve
+
+WAIT = 10  # seconds a test waits for a worker before failing
+
+
+def blocker(server: serve.Server, size_kind=None) -> tuple[serve.Job, threading.Event]:
+    """A job that holds the server's only slot until the returned event is set."""
+    release, started = threading.Event(), threading.Event()
+
+    def hold(job):
+        started.set()
+        release.wait(WAIT)
+        return "blocker"
+
+    job = server.request("blocker", hold, fresh=True, size=10, size_kind=size_kind)
+    assert started.wait(WAIT)
+    return job, release
+
+
+def recorder(order: list, name: str):
+    def compute(job):
+        order.append(name)
+        return name
+    return compute
+
+
+def test_queue_runs_jobs_in_arrival_order_and_tells_each_its_place():
+    server = serve.Server(slots=1)
+    first, release = blocker(server)
+    order: list[str] = []
+    jobs = [server.request(name, recorder(order, name)) for name in "abc"]
+    assert [server.place(job).ahead for job in jobs] == [1, 2, 3]  # the running blocker, then the queue
+    assert [job.state for job in jobs] == ["queued"] * 3
+    release.set()
+    assert [job.result(WAIT) for job in jobs] == ["a", "b", "c"]
+    assert order == ["a", "b", "c"]
+    assert first.result(WAIT) == "blocker" and server.decodes == 4
+    assert server.place(jobs[0]) == serve.Place(0, 0.0)  # done: nothing ahead any more
+
+
+def test_a_job_whose_waiter_left_is_skipped_and_does_not_hold_the_queue():
+    server = serve.Server(slots=1)
+    _, release = blocker(server)
+    order: list[str] = []
+    left = server.request("left", recorder(order, "left"), waiter="student-1")
+    closed = server.request("closed", recorder(order, "closed"), waiter="student-2", alive=lambda: False)
+    kept = server.request("kept", recorder(order, "kept"), waiter="student-3")
+    server.leave(left, "student-1")
+    assert server.place(kept).ahead == 1  # only the blocker: the two abandoned jobs do not count
+    release.set()
+    assert kept.result(WAIT) == "kept"
+    assert order == ["kept"]
+    assert left.state == closed.state == "skipped" and server.skipped == 2
+    with pytest.raises(serve.CancelledError):
+        left.result(0)
+    # Asking again after a skip queues a new decode.
+    assert server.request("left", recorder(order, "left again")).result(WAIT) == "left again"
+
+
+def test_asking_for_other_settings_leaves_the_queued_job_but_a_shared_one_still_runs():
+    server = serve.Server(slots=1)
+    _, release = blocker(server)
+    order: list[str] = []
+    mine = server.request("old", recorder(order, "old"), waiter="me")
+    shared = server.request("shared", recorder(order, "shared"), waiter="me")
+    assert server.request("shared", recorder(order, "never"), waiter="you") is shared
+    server.request("new", recorder(order, "new"), waiter="me")  # I changed my settings twice
+    release.set()
+    server.request("barrier", recorder(order, "barrier")).result(WAIT)
+    assert mine.state == "skipped"
+    assert order == ["shared", "new", "barrier"]  # "you" still waits for "shared"
+
+
+def test_two_threads_asking_the_same_key_share_one_decode():
+    server = serve.Server(slots=1)
+    calls, entered, release = [], threading.Event(), threading.Event()
+
+    def decode(job):
+        calls.append(job.key)
+        entered.set()
+        release.wait(WAIT)
+        return object()  # a distinct object per decode
+
+    results = {}
+
+    def student(name):
+        results[name] = server.request(("bundled", "float32", 24), decode, waiter=name).result(WAIT)
+
+    threads = [threading.Thread(target=student, args=(name,)) for name in ("ann", "bob")]
+    threads[0].start()
+    assert entered.wait(WAIT)  # ann's request is decoding when bob asks
+    threads[1].start()
+    release.set()
+    for t in threads:
+        t.join(WAIT)
+    assert len(calls) == 1 and server.decodes == 1
+    assert results["ann"] is results["bob"]
+    # Later visitors get the stored result; the Run button (fresh) decodes again.
+    assert server.request(("bundled", "float32", 24), decode).result(0) is results["ann"]
+    assert server.request(("bundled", "float32", 24), decode, fresh=True).result(WAIT) is not results["ann"]
+    assert len(calls) == 2
+
+
+def test_fresh_joins_a_decode_already_in_flight():
+    server = serve.Server(slots=1)
+    job, release = blocker(server)
+    assert server.request("blocker", recorder([], "second"), fresh=True) is job
+    release.set()
+    assert job.result(WAIT) == "blocker" and server.decodes == 1
+
+
+def test_finished_results_are_evicted_by_bytes_least_recently_used_first():
+    server = serve.Server(slots=1, max_bytes=100, nbytes=len)
+    for key in ("a", "b"):
+        server.request(key, lambda job: job.key * 40).result(WAIT)
+    server.request("a", recorder([], "unused"))  # a hit: "a" becomes the most recently used
+    server.request("c", lambda job: job.key * 40).result(WAIT)  # 120 bytes > 100: evict the oldest
+    assert server.stored_keys() == ["a", "c"] and server.stored_bytes() == 80
+    server.request("huge", lambda job: "x" * 101).result(WAIT)  # over the whole budget: not kept at all
+    assert server.stored_keys() == ["a", "c"]
+    again = server.request("b", lambda job: job.key * 40)
+    assert again.result(WAIT) == "b" * 40 and server.decodes == 5  # "b" was decoded again
+
+
+def test_an_error_reaches_every_waiter_is_not_stored_and_the_worker_goes_on():
+    server = serve.Server(slots=1)
+
+    def fail(job):
+        raise ValueError("the prompt is empty")
+
+    with pytest.raises(ValueError, match="prompt is empty"):
+        server.request("bad", fail).result(WAIT)
+    assert server.stored_keys() == []
+    assert server.request("good", recorder([], "good")).result(WAIT) == "good"
+
+
+def test_the_wait_estimate_comes_from_timed_runs_of_the_same_kind():
+    server = serve.Server(slots=1)
+    _, release = blocker(server)  # of a kind never timed before
+    unknown = server.request("unknown", recorder([], "u"), size=10, size_kind="gpt2")
+    assert server.place(unknown) == serve.Place(1, None)
+    assert server.place(unknown).describe() == "1 run ahead of you"
+    release.set()
+    unknown.result(WAIT)
+
+    server.request("timed", lambda job: time.sleep(0.2), size=10, size_kind="bundled").result(WAIT)  # ≥ 0.02 s/unit
+    _, release = blocker(server, "bundled")  # now the running job's kind has a rate too
+    big = server.request("big", recorder([], "b"), size=20, size_kind="bundled")
+    behind = server.request("behind", recorder([], "c"), size=10, size_kind="bundled")
+    first, second = server.place(big), server.place(behind)
+    assert (first.ahead, second.ahead) == (1, 2)
+    assert second.seconds - first.seconds >= 20 * 0.02 * 0.999  # the big job's own estimate
+    assert second.describe().startswith("2 runs ahead of you, about ")
+    release.set()
+    behind.result(WAIT)
+
+
+def test_slots_follow_the_core_count():
+    assert [serve.default_slots(n) for n in (1, 2, 4, 8, 16)] == [1, 1, 1, 2, 4]
