@@ -1,0 +1,96 @@
+"""Paged KV blocks (vLLM's PagedAttention) accounted on real token sequences.
+
+A contiguous cache reserves the model's whole context for every sequence; a paged cache hands out
+fixed-size blocks as tokens arrive, and a full block whose tokens (and everything before them) match
+another sequence's is stored once (prefix caching). Where two sequences share the start of a block
+but then differ, that block was shared until the first write and then copied (copy-on-write).
+This is bookkeeping over token ids, not a cache: transformers' paged allocator is internal to its
+continuous-batching server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from gptviz.lab.settings import LabError
+
+
+@dataclass
+class PagedResult:
+    block_size: int  # tokens per block
+    context: int  # a contiguous cache reserves this many tokens per sequence
+    bytes_per_token: int  # KV bytes of one token, all layers
+    blocks: list[dict]  # the block table: one row per (sequence, logical block)
+    tokens: int  # tokens actually held, all sequences
+
+    @property
+    def logical_blocks(self) -> int:  # without sharing
+        return len(self.blocks)
+
+    @property
+    def physical_blocks(self) -> int:  # with full blocks shared
+        return len({b["physical"] for b in self.blocks})
+
+    @property
+    def physical_tokens(self) -> int:  # tokens stored, a shared block counted once
+        return sum({b["physical"]: b["tokens"] for b in self.blocks}.values())
+
+    @property
+    def copied_on_write(self) -> int:
+        return sum(b["copy_on_write"] for b in self.blocks)
+
+    @property
+    def waste_contiguous(self) -> float:
+        sequences = len({b["sequence"] for b in self.blocks})
+        return 1 - self.tokens / (sequences * self.context)
+
+    @property
+    def waste_paged(self) -> float:
+        return 1 - self.tokens / (self.logical_blocks * self.block_size)
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.blocks)
+
+    def summary(self) -> pd.DataFrame:
+        sequences = len({b["sequence"] for b in self.blocks})
+        shared_slots = self.physical_blocks * self.block_size
+        rows = [("contiguous, max length each", sequences * self.context, self.waste_contiguous),
+                ("paged", self.logical_blocks * self.block_size, self.waste_paged),
+                ("paged + shared prefix blocks", shared_slots, 1 - self.physical_tokens / shared_slots)]
+        return pd.DataFrame([{"layout": name, "token slots": slots, "KV bytes": slots * self.bytes_per_token,
+                              "waste %": 100 * waste} for name, slots, waste in rows])
+
+
+def block_table(sequences: dict[str, list[int]], block_size: int, context: int, bytes_per_token: int) -> PagedResult:
+    """Blocks for each named token sequence; physical ids shared where a full block's whole history matches."""
+    if not isinstance(block_size, int) or block_size < 1:
+        raise LabError(f"the block size must be a whole number ≥ 1, got {block_size!r}.")
+    physical: dict[tuple, int] = {}
+    rows = []
+    for name, ids in sequences.items():
+        for start in range(0, len(ids), block_size):
+            block = ids[start:start + block_size]
+            full = len(block) == block_size
+            key = tuple(ids[:start + block_size]) if full else (name, start)  # a partial block is never shared
+            pid = physical.setdefault(key, len(physical))
+            rows.append({"sequence": name, "logical": start // block_size, "physical": pid, "tokens": len(block),
+                         "shared": False, "copy_on_write": _copied(sequences, name, ids, start, block_size)})
+    users: dict[int, int] = {}
+    for row in rows:
+        users[row["physical"]] = users.get(row["physical"], 0) + 1
+    for row in rows:
+        row["shared"] = users[row["physical"]] > 1
+    return PagedResult(block_size, context, bytes_per_token, rows, sum(len(ids) for ids in sequences.values()))
+
+
+def _copied(sequences: dict[str, list[int]], name: str, ids: list[int], start: int, block_size: int) -> bool:
+    """True if an earlier sequence shares this block's history and first token but not all of it: the
+    block was shared when they forked and copied when this one wrote a different token."""
+    for other_name, other in sequences.items():
+        if other_name == name:
+            return False  # only earlier sequences own the original
+        if other[:start + 1] == ids[:start + 1] and other[start:start + block_size] != ids[start:start + block_size]:
+            return True
+    return False

@@ -1,0 +1,78 @@
+"""Why cached ≠ recomputed logits outside float64: the same sums, reduced in a different order.
+
+A cached step multiplies a (1, d) row by the weights; a recompute step multiplies a (t, d) block, and
+matmul kernels of different shapes add the same products in a different order. In exact arithmetic
+both are equal; each number format rounds differently, so the gap tracks the format's precision.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from transformers import DynamicCache
+
+from gptviz.lab.variants import deltas, forced
+from gptviz.models import DTYPES
+
+TORCH_DTYPES = {**DTYPES, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@torch.no_grad()
+def recomputed(model, prompt_ids: list[int], tokens: list[int]) -> torch.Tensor:
+    """Naive re-evaluation of the whole sequence every step, teacher-forced: (steps, vocab)."""
+    sequence = prompt_ids + tokens
+    rows = [model(torch.tensor([sequence[:len(prompt_ids) + i]]), use_cache=False, logits_to_keep=1).logits[0, -1]
+            for i in range(len(tokens))]  # each (vocab,), from a (1, prompt + i) input
+    return torch.stack(rows)
+
+
+@dataclass
+class PrecisionRow:
+    dtype: str
+    cached_vs_recompute: list[float]  # per step: max |Δlogit| between the two decoders in this format
+    cached_vs_float64: list[float]  # per step: max |Δlogit| of the cached decoder against float64's
+    recompute_vs_float64: list[float]
+    first_flip: int | None  # first step whose argmax differs from float64's, if any
+
+
+@dataclass
+class PrecisionResult:
+    rows: list[PrecisionRow]
+
+    def row(self, dtype: str) -> PrecisionRow:
+        return next(r for r in self.rows if r.dtype == dtype)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Long format: one row per (format, step)."""
+        return pd.concat([pd.DataFrame({"dtype": r.dtype, "step": range(len(r.cached_vs_recompute)),
+                                        "cached_vs_recompute": r.cached_vs_recompute,
+                                        "cached_vs_float64": r.cached_vs_float64,
+                                        "recompute_vs_float64": r.recompute_vs_float64}) for r in self.rows],
+                         ignore_index=True)
+
+    def summary(self) -> pd.DataFrame:
+        return pd.DataFrame([{"dtype": r.dtype, "max |Δ| cached vs recompute": max(r.cached_vs_recompute),
+                              "max |Δ| vs float64": max(r.cached_vs_float64 + r.recompute_vs_float64),
+                              "first argmax flip": r.first_flip} for r in self.rows])
+
+
+def precision_study(model, prompt_ids: list[int], tokens: list[int], dtypes: tuple[str, ...]) -> PrecisionResult:
+    """Both decoders in every format on the same tokens; a private copy per format (the shared model stays)."""
+    runs = {}
+    for name in dtypes:
+        twin = copy.deepcopy(model).to(TORCH_DTYPES[name])
+        runs[name] = (forced(twin, prompt_ids, tokens, DynamicCache(config=twin.config))[0],
+                      recomputed(twin, prompt_ids, tokens))
+        del twin
+    reference = runs["float64"][0] if "float64" in runs else None
+    rows = []
+    for name, (cached, recompute) in runs.items():
+        ref = reference if reference is not None else cached
+        vs_ref = deltas(ref, cached)
+        flip = next((i for i, ok in enumerate(vs_ref.agrees) if not ok), None)
+        rows.append(PrecisionRow(name, deltas(cached, recompute).max_abs, vs_ref.max_abs,
+                                 deltas(ref, recompute).max_abs, flip))
+    return PrecisionResult(rows)

@@ -1,0 +1,94 @@
+"""What the Cache lab runs: its settings, the variants they describe, and their one validation."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+BACKENDS = ("fp8", "quanto-int4", "quanto-int2")  # quantized-KV backends the lab knows
+PRECISIONS = ("float64", "float32", "bfloat16", "float16")
+QUANTO_PIN = "optimum-quanto==0.2.7"
+
+
+class LabError(ValueError):
+    """Lab settings that cannot run; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    prompt: str = "ROMEO.\n"  # the prompt every variant continues (same tokens as the exact run)
+    max_new_tokens: int = 48  # tokens the exact run chooses (greedy), then every variant is fed
+    window: int = 24  # sliding window: tokens each new token attends to, itself included (≥ 2)
+    sinks: int = 4  # attention sinks: first tokens kept forever beside the window (0 = plain window)
+    groups: int = 2  # GQA what-if: K/V head groups (must divide the model's head count)
+    backends: tuple[str, ...] = BACKENDS  # quantized KV caches to try
+    residual_length: int = 16  # quanto: newest tokens kept unquantized before a flush
+    block_size: int = 16  # paged KV: tokens per block
+    prefix_prompts: tuple[str, str] = ("ROMEO.\nBut soft, what light", "ROMEO.\nBut soft, who comes")  # share a prefix
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str  # short id, e.g. "window 24"
+    kind: str  # exact | fp8 | quanto | window | sinks | gqa
+    window: int = 0
+    sinks: int = 0
+    groups: int = 0
+    nbits: int = 0
+    residual_length: int = 0
+    q_group_size: int = 0
+
+
+def quanto_missing() -> str | None:
+    """None when optimum-quanto can be used, else why not (shown on the page)."""
+    if importlib.util.find_spec("optimum") is None or importlib.util.find_spec("optimum.quanto") is None:
+        return f"int4/int2 need the optional package `{QUANTO_PIN}` (`pip install {QUANTO_PIN}`), not installed here."
+    return None
+
+
+def variants(settings: LabSettings, head_dim: int) -> tuple[list[Variant], dict[str, str]]:
+    """The cache variants to run, and the backends left out with the reason why."""
+    s, missing = settings, {}
+    out = []
+    for backend in s.backends:
+        if backend == "fp8":
+            out.append(Variant("fp8", "fp8"))
+        elif (reason := quanto_missing()) is not None:
+            missing[backend] = reason
+        else:
+            nbits = int(backend.removeprefix("quanto-int"))
+            out.append(Variant(backend, "quanto", nbits=nbits, residual_length=s.residual_length,
+                               q_group_size=head_dim))
+    out.append(Variant(f"window {s.window}", "window", window=s.window))
+    out.append(Variant(f"sinks {s.sinks} + window {s.window}", "sinks", window=s.window, sinks=s.sinks))
+    out.append(Variant(f"GQA {s.groups} groups", "gqa", groups=s.groups))
+    return out, missing
+
+
+def check(settings: LabSettings, config) -> None:
+    """Raise LabError with the fix for any setting the model cannot run."""
+    s, context, heads = settings, config.n_positions, config.n_head
+    _whole(s.max_new_tokens, "max new tokens", 1)
+    _whole(s.window, "the window", 2, "(a window of 1 keeps no past at all)")
+    if s.window > context:
+        raise LabError(f"the window ({s.window}) is larger than the model's context ({context}): "
+                       f"use at most {context} tokens.")
+    _whole(s.sinks, "sinks", 0)
+    if s.sinks + s.window > context:
+        raise LabError(f"sinks + window ({s.sinks} + {s.window}) exceed the model's context ({context}).")
+    _whole(s.groups, "GQA groups", 1)
+    if heads % s.groups:
+        fits = [g for g in range(1, heads + 1) if heads % g == 0]
+        raise LabError(f"{s.groups} groups do not divide the model's {heads} heads: choose one of {fits}.")
+    _whole(s.block_size, "the block size", 1)
+    _whole(s.residual_length, "the residual length", 1)
+    unknown = [b for b in s.backends if b not in BACKENDS]
+    if unknown:
+        raise LabError(f"unknown quantization backend {unknown[0]!r}: choose from {', '.join(BACKENDS)}.")
+    if len(s.prefix_prompts) != 2 or not all(p.strip() for p in s.prefix_prompts):
+        raise LabError("the shared-prefix demo needs two non-empty prompts.")
+
+
+def _whole(value, what: str, minimum: int, why: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise LabError(f"{what} must be a whole number ≥ {minimum}, got {value!r} {why}".rstrip() + ".")

@@ -1,0 +1,205 @@
+"""Cache lab: each variant's invariant holds where it should, and visibly breaks where it should not."""
+
+import pytest
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicSlidingWindowLayer
+
+import gptviz
+from gptviz import cost, lab
+from gptviz.lab import Variant, paged, precision, prefix, settings, variants
+from gptviz.models import random_model
+
+FP32_EXACT = 5e-5  # float32 rounding on logits of size ~10-20 (a few ulps; the lab page shows the numbers)
+FP64_EXACT = 1e-11
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return gptviz.load("bundled")
+
+
+@pytest.fixture(scope="module")
+def report(bundled):
+    return lab.run(bundled.model, bundled.tokenizer, lab.LabSettings(max_new_tokens=40, window=16, sinks=4))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model(layers=2, heads=4, d_model=64, vocab=64, context=96, seed=3)
+
+
+def exact(model, prompt_ids, steps):
+    return variants.greedy(model, prompt_ids, steps, DynamicCache(config=model.config))
+
+
+def forced(model, variant, prompt_ids, tokens):
+    return variants.forced(model, prompt_ids, tokens, lab.build(variant, model.config))
+
+
+def max_abs(a, b):
+    return float((a.double() - b.double()).abs().max())
+
+
+def test_window_at_least_the_sequence_is_exact_and_a_shorter_one_drifts(bundled):
+    ids = bundled.tokenizer("ROMEO.\n")["input_ids"]
+    tokens, logits, sizes = exact(bundled.model, ids, 30)
+    total = len(ids) + len(tokens)
+    wide, _ = forced(bundled.model, Variant("w", "window", window=total), ids, tokens)
+    assert max_abs(wide, logits) <= FP32_EXACT
+    narrow, narrow_sizes = forced(bundled.model, Variant("w", "window", window=12), ids, tokens)
+    per_step = (narrow.double() - logits.double()).abs().amax(-1)
+    fill = 12 - len(ids)  # the first step whose new token would see more than 12 positions
+    assert per_step[:fill].max() <= FP32_EXACT  # exact until the window fills
+    assert per_step[fill:].max() > 1e-2  # then drift
+    assert max(narrow_sizes) == cost.kv_bytes(6, 6, 32, 11, 4) < sizes[-1]  # capped at W - 1 stored tokens
+
+
+def test_sinks_zero_is_the_plain_window_and_sinks_change_it_once_full(model):
+    ids, window = list(range(1, 9)), 12
+    tokens, _, _ = exact(model, ids, 24)
+    window_cache = _layers(model, lambda: DynamicSlidingWindowLayer(sliding_window=window))
+    plain, _ = variants.forced(model, ids, tokens, window_cache)
+    zero, _ = forced(model, Variant("s", "sinks", sinks=0, window=window), ids, tokens)
+    assert torch.equal(zero, plain)
+    four, _ = forced(model, Variant("s", "sinks", sinks=4, window=window), ids, tokens)
+    assert max_abs(four[: window - len(ids)], plain[: window - len(ids)]) <= FP32_EXACT
+    assert max_abs(four, plain) > 1e-4
+
+
+def _layers(model, make):
+    cache = DynamicCache()
+    cache.layers = [make() for _ in range(model.config.n_layer)]
+    return cache
+
+
+def test_gqa_with_one_group_per_head_is_exact_and_fewer_groups_are_not(model):
+    ids = list(range(1, 9))
+    tokens, logits, sizes = exact(model, ids, 16)
+    same, same_sizes = forced(model, Variant("g", "gqa", groups=4), ids, tokens)
+    assert max_abs(same, logits) <= FP32_EXACT and same_sizes == sizes
+    pooled, pooled_sizes = forced(model, Variant("g", "gqa", groups=2), ids, tokens)
+    assert max_abs(pooled, logits) > 1e-4
+    assert [2 * p for p in pooled_sizes] == sizes  # half the heads stored
+
+
+def test_prefix_reuse_gives_fresh_prefill_logits_and_a_wrong_prefix_does_not(bundled):
+    prompts = lab.LabSettings().prefix_prompts
+    result = prefix.shared_prefix(bundled.model, bundled.tokenizer, prompts, 12)
+    assert result.shared_tokens >= 2 and min(result.own_tokens) >= 1
+    assert max(result.max_abs) <= FP32_EXACT
+    lm64 = gptviz.load("bundled", "float64")  # the same sums in float64: equal up to its rounding
+    assert max(prefix.shared_prefix(lm64.model, lm64.tokenizer, prompts, 12).max_abs) <= FP64_EXACT
+    ids = bundled.tokenizer("ROMEO.\nBut soft, what light")["input_ids"]
+    tokens, fresh, _ = exact(bundled.model, ids, 8)
+    wrong = DynamicCache(config=bundled.model.config)  # a prefix of the same length from another text
+    bundled.model(torch.tensor([bundled.tokenizer("JULIET.\nAy me! sad hours")["input_ids"][: result.shared_tokens]]),
+                  past_key_values=wrong, use_cache=True)
+    reused, _ = variants.forced(bundled.model, ids[result.shared_tokens:], tokens, wrong)
+    assert max_abs(reused, fresh) > 1e-2
+
+
+def test_fp8_holds_a_quarter_of_float32_plus_its_scales_and_costs_exactness(model):
+    ids = list(range(1, 9))
+    tokens, logits, sizes = exact(model, ids, 16)
+    fp8, fp8_sizes = forced(model, Variant("fp8", "fp8"), ids, tokens)
+    layers = model.config.n_layer
+    assert fp8_sizes == [s // 4 + 2 * layers * 4 for s in sizes]  # 1 byte a value + a float32 scale for K and V
+    assert 0 < max_abs(fp8, logits) < 1
+
+
+def test_quanto_int4_and_int2_bytes_follow_the_formula_and_int2_costs_more(model):
+    assert settings.quanto_missing() is None, "optimum-quanto is pinned in requirements.txt"
+    ids = list(range(1, 9))
+    tokens, logits, sizes = exact(model, ids, 20)
+    errors = {}
+    for nbits in (4, 2):
+        v = Variant(f"int{nbits}", "quanto", nbits=nbits, residual_length=6, q_group_size=16)
+        out, measured = forced(model, v, ids, tokens)
+        assert measured == [variants.formula_bytes(v, model.config, 4, len(ids) + i, len(ids))
+                            for i in range(len(tokens))]
+        assert measured[-1] < sizes[-1]
+        errors[nbits] = max_abs(out, logits)
+    assert 0 < errors[4] < errors[2]
+
+
+def test_a_missing_quanto_is_left_out_with_the_reason(monkeypatch):
+    monkeypatch.setattr(settings, "quanto_missing", lambda: "needs optimum-quanto")
+    todo, missing = settings.variants(lab.LabSettings(), head_dim=32)
+    assert [v.kind for v in todo if v.kind in ("fp8", "quanto")] == ["fp8"]
+    assert missing == {"quanto-int4": "needs optimum-quanto", "quanto-int2": "needs optimum-quanto"}
+
+
+def test_the_cached_recompute_gap_shrinks_with_precision(model):
+    ids = list(range(1, 9))
+    tokens, _, _ = exact(model, ids, 12)
+    study = precision.precision_study(model, ids, tokens, lab.PRECISIONS)
+    gap = {r.dtype: max(r.cached_vs_recompute) for r in study.rows}
+    assert gap["bfloat16"] > gap["float32"] > gap["float64"]
+    assert gap["float64"] < 1e-10 and gap["float32"] < FP32_EXACT
+    assert study.row("float64").cached_vs_float64 == [0.0] * 12  # the reference itself
+
+
+def test_calculator_counts_kv_heads_not_query_heads():
+    llama = lab.kv_size(lab.KNOWN_CONFIGS["meta-llama/Meta-Llama-3-8B"], 8192)
+    assert llama.per_token_full == 2 * 32 * 8 * 128 * 2  # 128 KiB a token
+    assert llama.total == llama.per_token_full * 8192
+    assert llama.total_if_query_heads == 4 * llama.total
+    qwen = lab.kv_size(lab.KNOWN_CONFIGS["Qwen/Qwen2.5-7B"], 1000)
+    assert qwen.total == 2 * 28 * 4 * 128 * 2 * 1000 and qwen.total_if_query_heads == 7 * qwen.total
+    gpt2 = lab.kv_size(lab.KNOWN_CONFIGS["openai-community/gpt2"], 1024)
+    assert gpt2.total == gpt2.total_if_query_heads == cost.kv_bytes(12, 12, 64, 1024, 4)
+
+
+def test_calculator_caps_sliding_window_layers():
+    mistral = lab.KNOWN_CONFIGS["mistralai/Mistral-7B-v0.1"]
+    short, long = lab.kv_size(mistral, 4000), lab.kv_size(mistral, 10_000)
+    assert short.total == 2 * 32 * 8 * 128 * 2 * 4000
+    assert long.total == 2 * 32 * 8 * 128 * 2 * 4096  # every layer stops at its window
+    mixed = dict(mistral, layer_types=["full_attention", "sliding_attention"] * 16)
+    assert lab.kv_size(mixed, 10_000).total == 2 * 8 * 128 * 2 * (16 * 10_000 + 16 * 4096)
+
+
+def test_paged_blocks_share_full_prefix_blocks_and_copy_the_block_where_sequences_part():
+    seqs = {"a": list(range(10)), "b": list(range(6)) + [99, 98, 97], "c": [5, 5]}
+    table = paged.block_table(seqs, block_size=4, context=32, bytes_per_token=10)
+    frame = table.to_frame()
+    assert table.logical_blocks == 3 + 3 + 1 and table.tokens == 21
+    assert table.physical_blocks == 6  # block 0 of a and b is stored once
+    assert frame.query("sequence == 'b'")["shared"].tolist() == [True, False, False]
+    assert frame.query("sequence == 'b'")["copy_on_write"].tolist() == [False, True, False]  # parted at token 6
+    assert table.waste_contiguous == pytest.approx(1 - 21 / 96)
+    assert table.waste_paged == pytest.approx(1 - 21 / 28)
+    alone = paged.block_table({"a": list(range(10))}, block_size=1, context=10, bytes_per_token=10)
+    assert alone.waste_paged == 0 and alone.waste_contiguous == 0 and alone.copied_on_write == 0
+
+
+def test_report_on_the_bundled_model(report):
+    summary = report.summary().set_index("variant")
+    assert (summary["bytes measured"] == summary["bytes formula"]).all()
+    steps = report.steps()
+    assert (steps["bytes_measured"] == steps["bytes_formula"]).all()
+    for v in report.variants:  # a free run follows the exact text until the first teacher-forced disagreement
+        first_disagreement = next((i for i, ok in enumerate(v.deltas.agrees) if not ok), None)
+        assert v.first_divergence == first_disagreement
+    assert summary.loc["window 16", "first divergence"] is not None
+    assert report.to_json()["variants"][0]["variant"] == "fp8"
+    assert set(report.sequences()) >= {"exact", "prefix prompt 1", "prefix prompt 2"}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"window": 0}, "window must be a whole number ≥ 2"),
+    ({"window": 300}, "larger than the model's context"),
+    ({"groups": 4}, "do not divide the model's 6 heads: choose one of [1, 2, 3, 6]"),
+    ({"block_size": 0}, "block size must be a whole number ≥ 1"),
+    ({"backends": ("fp8", "int3")}, "unknown quantization backend 'int3'"),
+    ({"max_new_tokens": 255}, "exceed the model's context of 256"),
+    ({"prompt": ""}, "the prompt is empty"),
+    ({"prefix_prompts": ("ROMEO.", "JULIET.")}, "do not start with the same token"),
+])
+def test_bad_settings_say_what_to_change(bundled, change, message):
+    bad = lab.LabSettings(**{**vars(lab.LabSettings()), "max_new_tokens": 4, **change})
+    with pytest.raises(lab.LabError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        lab.run(bundled.model, bundled.tokenizer, bad)
+    with pytest.raises(lab.LabError, match="block size"):
+        paged.block_table({"a": [1]}, 0, 8, 1)
