@@ -102,7 +102,7 @@ def test_pickled_weights_are_refused(tmp_path):
 def test_corrupt_config_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     (tmp_path / "model.safetensors").write_bytes(b"junk")
-    with pytest.raises(ModelLoadError, match="could not load"):
+    with pytest.raises(ModelLoadError, match="config.json is not valid JSON"):
         load(str(tmp_path))
 
 
