@@ -8,6 +8,7 @@ link (or every AppTest rerun) would run the page file alone, without this script
 
 import streamlit as st
 
+from gptviz.hosting import HostingConfigError
 from views import _common as common
 
 st.set_page_config(page_title="gptviz: KV cache vs recompute", page_icon="🔁", layout="wide")
@@ -22,6 +23,12 @@ PAGES = [
     st.Page("views/inside_gpt2.py", title="Inside GPT-2", icon=":material/account_tree:"),
 ]
 page = st.navigation(PAGES)
+
+try:
+    common.policy()  # an operator's typo in a GPTVIZ_* variable stops here, in one line, before any page runs
+except HostingConfigError as exc:
+    st.error(f"**This server is misconfigured:** {exc}", icon=":material/settings_alert:")
+    st.stop()
 
 settings = common.sidebar()
 clicked = st.sidebar.button("Run", type="primary", key="run", width="stretch", icon=":material/play_arrow:")

@@ -8,13 +8,68 @@ are refused everywhere, hosted or not (see models.load).
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 from dataclasses import dataclass
 
 from gptviz.decoding import DecodeError
-from gptviz.models import BUNDLED, ModelLoadError, canonical_hub_id
+from gptviz.models import BUNDLED, HUB_MODELS, ModelLoadError, canonical_hub_id
 
 DEFAULT_ALLOWED = ("bundled", "gpt2", "distilgpt2")
+HOSTED, ALLOWED_MODELS = "GPTVIZ_HOSTED", "GPTVIZ_ALLOWED_MODELS"
+MAX_NEW_TOKENS, MEMORY_BUDGET_MB = "GPTVIZ_MAX_NEW_TOKENS", "GPTVIZ_MEMORY_BUDGET_MB"
+FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False,
+         "": False}
+
+
+class HostingConfigError(ValueError):
+    """A GPTVIZ_* environment variable the server cannot use; one line that names it and the fix."""
+
+
+def _check_names(env) -> None:
+    """A misspelt variable name would silently run the server unhosted: refuse near misses."""
+    known = (HOSTED, ALLOWED_MODELS, MAX_NEW_TOKENS, MEMORY_BUDGET_MB)
+    for name in env:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.9)
+        if name.startswith("GPTVIZ") and name not in known and close:
+            raise HostingConfigError(f"{name} is not a gptviz setting: did you mean {close[0]}? Rename it in the "
+                                     "server's environment.")
+
+
+def _flag(env, name: str) -> bool:
+    text = env.get(name, "").strip().lower()
+    if text not in FLAGS:
+        raise HostingConfigError(f"{name}={env[name]!r} is neither on (1, true, yes) nor off (0, false, no): fix it "
+                                 "in the server's environment.")
+    return FLAGS[text]
+
+
+def _number(env, name: str, kind: type, default: float) -> float:
+    """A positive whole (``int``) or real (``float``) number from the environment, or ``default`` if unset."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value < (1 if kind is int else 1e-9):
+        what = "a whole number ≥ 1" if kind is int else "a number > 0"
+        raise HostingConfigError(f"{name}={env[name]!r} is not {what}: fix it in the server's environment "
+                                 f"(unset, it is {default}).")
+    return value
+
+
+def _allowed(env) -> tuple[str, ...]:
+    text = env.get(ALLOWED_MODELS, ",".join(DEFAULT_ALLOWED))
+    allowed = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [s for s in allowed if s != BUNDLED and canonical_hub_id(s) is None]
+    if unknown or not allowed:
+        raise HostingConfigError(f"{ALLOWED_MODELS}={text!r} must list models from: {BUNDLED}, "
+                                 f"{', '.join(HUB_MODELS)} (comma-separated); "
+                                 f"{'unknown: ' + ', '.join(unknown) if unknown else 'it lists none'}.")
+    return allowed
 
 
 @dataclass(frozen=True)
@@ -27,14 +82,14 @@ class Policy:
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> Policy:
+        """The policy the environment asks for; an operator's typo raises HostingConfigError naming the variable."""
         env = os.environ if env is None else env
-        if env.get("GPTVIZ_HOSTED", "").lower() not in ("1", "true", "yes"):
+        _check_names(env)
+        if not _flag(env, HOSTED):
             return cls()
-        allowed = tuple(s.strip() for s in env.get("GPTVIZ_ALLOWED_MODELS", ",".join(DEFAULT_ALLOWED)).split(",")
-                        if s.strip())
-        return cls(hosted=True, allowed_models=allowed, allow_local=False,
-                   max_new_tokens=int(env.get("GPTVIZ_MAX_NEW_TOKENS", 128)),
-                   memory_budget=int(float(env.get("GPTVIZ_MEMORY_BUDGET_MB", 128)) * 2**20))
+        return cls(hosted=True, allowed_models=_allowed(env), allow_local=False,
+                   max_new_tokens=_number(env, MAX_NEW_TOKENS, int, 128),
+                   memory_budget=int(_number(env, MEMORY_BUDGET_MB, float, 128) * 2**20))
 
     def check_source(self, source: str) -> None:
         """Raise ModelLoadError unless this server may load ``source``."""

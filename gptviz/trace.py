@@ -24,6 +24,10 @@ MODE_LABELS = {
 }
 
 
+class TraceIndexError(IndexError, ValueError):
+    """A layer, head or step this trace does not have; the message gives the valid range."""
+
+
 @dataclass
 class Step:
     index: int  # 0 is the prefill pass over the prompt; step s produces generated token s
@@ -80,6 +84,13 @@ class Trace:
         """(t, t) float32 lower-triangular map; for ``step``, the first context_len rows."""
         if self.attention is None:
             raise ValueError(f"the {self.mode} trace kept no attention; run with record_attention=True")
+        for name, value, count in (("layer", layer, self.layers), ("head", head, self.heads),
+                                   ("step", step, len(self.steps))):
+            if name == "step" and value is None:
+                continue
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 0 <= value < count:
+                raise TraceIndexError(f"{name} must be a whole number from 0 to {count - 1} (this trace has {count} "
+                                      f"{name}s), got {value!r}.")
         t = self.attention_len if step is None else self.steps[step].context_len
         packed = self.attention[layer, head, : t * (t + 1) // 2].float().numpy()
         full = np.zeros((t, t), dtype=np.float32)

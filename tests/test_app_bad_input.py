@@ -121,3 +121,14 @@ def test_hosted_server_refuses_local_paths(monkeypatch):
     at.run()
     assert not at.exception
     assert still_showing(at, good)
+
+
+def test_misconfigured_server_says_which_variable_on_every_page(monkeypatch):
+    monkeypatch.setenv("GPTVIZ_HOSTED", "1")
+    monkeypatch.setenv("GPTVIZ_MAX_NEW_TOKENS", "lots")
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.switch_page("views/attention.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [e.value for e in at.error] == ["**This server is misconfigured:** GPTVIZ_MAX_NEW_TOKENS='lots' is not a "
+                                           "whole number ≥ 1: fix it in the server's environment (unset, it is 128)."]
+    assert "gptviz_runs" not in at.session_state  # it stopped before loading or decoding anything

@@ -1,7 +1,7 @@
 import pytest
 
 from gptviz import DecodeError, ModelLoadError
-from gptviz.hosting import Policy
+from gptviz.hosting import HostingConfigError, Policy
 
 
 def test_local_use_allows_everything():
@@ -30,3 +30,38 @@ def test_hosted_caps_are_configurable():
         policy.check_tokens(41)
     with pytest.raises(ModelLoadError):
         policy.check_source("gpt2")
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"GPTVIZ_HOSTED": "1", "GPTVIZ_MAX_NEW_TOKENS": "lots"}, r"GPTVIZ_MAX_NEW_TOKENS='lots' is not a whole number"),
+    ({"GPTVIZ_HOSTED": "1", "GPTVIZ_MAX_NEW_TOKENS": "-5"}, r"GPTVIZ_MAX_NEW_TOKENS='-5' is not a whole number"),
+    ({"GPTVIZ_HOSTED": "1", "GPTVIZ_MAX_NEW_TOKENS": "0"}, r"GPTVIZ_MAX_NEW_TOKENS='0' is not a whole number"),
+    ({"GPTVIZ_HOSTED": "1", "GPTVIZ_MAX_NEW_TOKENS": "12.5"}, r"GPTVIZ_MAX_NEW_TOKENS='12.5' is not a whole"),
+    ({"GPTVIZ_HOSTED": "1", "GPTVIZ_MEMORY_BUDGET_MB": "-1"}, r"GPTVIZ_MEMORY_BUDGET_MB='-1' is not a number > 0"),
+    ({"GPTVIZ_HOSTED": "1", "GPTVIZ_MEMORY_BUDGET_MB": "0"}, r"GPTVIZ_MEMORY_BUDGET_MB='0' is not a number > 0"),
+    ({"GPTVIZ_HOSTED": "1", "GPTVIZ_MEMORY_BUDGET_MB": "nan"}, r"GPTVIZ_MEMORY_BUDGET_MB='nan' is not a number"),
+    ({"GPTVIZ_HOSTED": "1", "GPTVIZ_MEMORY_BUDGET_MB": "inf"}, r"GPTVIZ_MEMORY_BUDGET_MB='inf' is not a number"),
+    ({"GPTVIZ_HOSTED": "1", "GPTVIZ_MEMORY_BUDGET_MB": "128MB"}, r"GPTVIZ_MEMORY_BUDGET_MB='128MB' is not a number"),
+    ({"GPTVIZ_HOSTED": "ture"}, r"GPTVIZ_HOSTED='ture' is neither on \(1, true, yes\) nor off"),
+    ({"GPTVIZ_HOSTED": "2"}, r"GPTVIZ_HOSTED='2' is neither on"),
+    ({"GPTVIZ_HOSTD": "1"}, r"GPTVIZ_HOSTD is not a gptviz setting: did you mean GPTVIZ_HOSTED\?"),
+    ({"GPTVIZ_HOSTED": "1", "GPTVIZ_MAX_NEW_TOKEN": "40"}, r"GPTVIZ_MAX_NEW_TOKEN is not a gptviz setting: did you "
+                                                          r"mean GPTVIZ_MAX_NEW_TOKENS\?"),
+    ({"GPTVIZ_HOSTED": "1", "GPTVIZ_ALLOWED_MODELS": "bundled,gpt2-xxl"}, r"ALLOWED_MODELS=.* unknown: gpt2-xxl"),
+    ({"GPTVIZ_HOSTED": "1", "GPTVIZ_ALLOWED_MODELS": "/etc"}, r"GPTVIZ_ALLOWED_MODELS='/etc' must list models from"),
+    ({"GPTVIZ_HOSTED": "1", "GPTVIZ_ALLOWED_MODELS": " , "}, r"GPTVIZ_ALLOWED_MODELS=' , ' .* it lists none"),
+], ids=["tokens-word", "tokens-negative", "tokens-zero", "tokens-fraction", "budget-negative", "budget-zero",
+        "budget-nan", "budget-inf", "budget-unit", "hosted-typo", "hosted-2", "name-typo", "tokens-name-typo",
+        "allowed-unknown", "allowed-path", "allowed-empty"])
+def test_operator_typos_name_the_variable(env, message):
+    with pytest.raises(HostingConfigError, match=message) as caught:
+        Policy.from_env(env)
+    assert "\n" not in str(caught.value)  # one line, for the page and the server log
+
+
+def test_flags_and_numbers_operators_write():
+    assert Policy.from_env({"GPTVIZ_HOSTED": " Yes "}).hosted
+    assert not Policy.from_env({"GPTVIZ_HOSTED": "off"}).hosted
+    policy = Policy.from_env({"GPTVIZ_HOSTED": "on", "GPTVIZ_MAX_NEW_TOKENS": " 40 ", "GPTVIZ_MEMORY_BUDGET_MB": "0.5"})
+    assert (policy.max_new_tokens, policy.memory_budget) == (40, 2**19)
+    assert Policy.from_env({"GPTVIZ_ALLOW_TEST_MODELS": "1", "GPTVIZ_OTHER": "x"}) == Policy()  # not near misses
