@@ -8,16 +8,20 @@ Notebook use::
     run.summary()                                   # headline numbers
     run.comparison                                  # pandas: per-step Δlogit, KL, timings, KV bytes
     run.cached.to_frame()                           # pandas: one trace, one row per step
-    gptviz.plots.logit_delta(run)                   # plotly figures, whenever you like
+    from gptviz import plots
+    plots.logit_delta(run)                          # plotly figures, whenever you like
 """
 
 from gptviz import compare, cost
-from gptviz.decoding import DecodeError, DecodeSettings, Run, decode_cached, decode_recompute, run
-from gptviz.models import BUNDLED, HUB_MODELS, LoadedModel, ModelLoadError, load, random_model
-from gptviz.trace import MODE_LABELS, MODES, Step, Trace
+from gptviz.decoding import Run, decode_cached, decode_recompute, run
+from gptviz.models import LoadedModel, ModelLoadError, load, random_model
+from gptviz.modes import MODE_LABELS, MODES, Mode
+from gptviz.registry import BUNDLED, HUB_MODELS
+from gptviz.settings import DecodeError, DecodeSettings, Limits
+from gptviz.trace import Step, Trace
 
 __all__ = [
-    "BUNDLED", "HUB_MODELS", "MODES", "MODE_LABELS", "DecodeError", "DecodeSettings", "LoadedModel",
-    "ModelLoadError", "Run", "Step", "Trace", "compare", "cost", "decode_cached", "decode_recompute", "load",
+    "BUNDLED", "HUB_MODELS", "MODES", "MODE_LABELS", "DecodeError", "DecodeSettings", "Limits", "LoadedModel",
+    "Mode", "ModelLoadError", "Run", "Step", "Trace", "compare", "cost", "decode_cached", "decode_recompute", "load",
     "random_model", "run",
 ]

@@ -16,8 +16,11 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any, NoReturn
 
+from gptviz.modes import MODES, Mode, parse_modes
+from gptviz.registry import BUNDLED
+from gptviz.settings import CACHES, DTYPES, NEW_TOKENS, SAMPLINGS
+
 EXIT_USAGE = 2  # argparse's own status for bad arguments; every input error uses it
-MODE_CHOICES = ("cached", "recompute", "recompute_last")
 
 
 class UsageError(Exception):
@@ -59,16 +62,13 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _modes(text: str) -> tuple[str, ...]:
-    modes = tuple(m.strip() for m in text.split(",") if m.strip())
-    unknown = [m for m in modes if m not in MODE_CHOICES]
-    if unknown or not modes:
-        raise argparse.ArgumentTypeError(f"modes are a comma-separated subset of {','.join(MODE_CHOICES)}, "
-                                         f"got {text!r}")
-    if len(set(modes)) != len(modes):
-        raise argparse.ArgumentTypeError(f"each mode at most once, got {text!r}")
+def _modes(text: str) -> tuple[Mode, ...]:
+    try:
+        modes = parse_modes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     # The cached mode chooses the tokens the others replay, so it always runs first.
-    return ("cached", *[m for m in modes if m != "cached"])
+    return (Mode.CACHED, *[m for m in modes if m != Mode.CACHED])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,22 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
                      "recomputing the whole sequence, and compare the two.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = commands.add_parser("compare", help="run every decoding mode on one prompt and report the comparison")
-    p.add_argument("--model", default="bundled",
+    p.add_argument("--model", default=BUNDLED,
                    help="'bundled' (offline), a Hub id (gpt2, distilgpt2, gpt2-medium, ...), or a local directory")
     p.add_argument("--prompt", required=True, help="the text to continue")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=24, help="tokens to generate (default 24)")
-    p.add_argument("--sampling", choices=("greedy", "sample"), default="greedy",
+    p.add_argument("--max-new-tokens", type=_positive_int, default=NEW_TOKENS,
+                   help=f"tokens to generate (default {NEW_TOKENS})")
+    p.add_argument("--sampling", choices=SAMPLINGS, default="greedy",
                    help="argmax, or a seeded draw after temperature/top-k/top-p (default greedy)")
     p.add_argument("--temperature", type=_finite_float, default=None, help="sampling only: > 0 (default 1)")
     p.add_argument("--top-k", type=_non_negative_int, default=None, help="sampling only: 0 turns it off (default)")
     p.add_argument("--top-p", type=_finite_float, default=None, help="sampling only: in (0, 1], 1 is off (default)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the sampler (default 0)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="compute dtype; float64 shrinks the cached/recompute gap to ~1e-13 (default float32)")
-    p.add_argument("--cache", choices=("dynamic", "static"), default="dynamic",
+    p.add_argument("--cache", choices=CACHES, default="dynamic",
                    help="growing DynamicCache or preallocated StaticCache (default dynamic)")
-    p.add_argument("--modes", type=_modes, default=MODE_CHOICES,
-                   help=f"comma-separated decoders to run (default {','.join(MODE_CHOICES)}); cached always runs")
+    p.add_argument("--modes", type=_modes, default=MODES,
+                   help=f"comma-separated decoders to run (default {','.join(MODES)}); cached always runs")
     p.add_argument("--no-attention", action="store_true",
                    help="do not keep attention maps (faster, less memory; no slice proof in the report)")
     p.add_argument("--threads", type=_positive_int, default=None,
@@ -101,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace):
-    """DecodeSettings from parsed arguments; checks that need no model happen here, before loading one."""
-    from gptviz.decoding import DecodeSettings
+    """DecodeSettings from parsed arguments, validated (what needs no model) before loading one."""
+    from gptviz.settings import DecodeSettings
 
     if not args.prompt.strip():
         raise UsageError("--prompt is empty: give some text to continue")
@@ -112,16 +113,12 @@ def settings_from(args: argparse.Namespace):
         if extra:  # silently ignoring them would report a run the user did not ask for
             raise UsageError(f"{', '.join(extra)} {'applies' if len(extra) == 1 else 'apply'} only with "
                              "--sampling sample")
-    if args.temperature is not None and args.temperature <= 0:
-        raise UsageError(f"--temperature must be > 0, got {args.temperature}; use --sampling greedy for argmax")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise UsageError(f"--top-p must be in (0, 1], got {args.top_p}")
     return DecodeSettings(
         max_new_tokens=args.max_new_tokens, sampling=args.sampling,
         temperature=1.0 if args.temperature is None else args.temperature,
         top_k=args.top_k or 0, top_p=1.0 if args.top_p is None else args.top_p, seed=args.seed,
         cache=args.cache, modes=args.modes, record_attention=not args.no_attention,
-    )
+    ).validate()
 
 
 def _plain(value: Any) -> Any:
@@ -207,8 +204,7 @@ def compare_command(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     import transformers
 
-    from gptviz.decoding import run
-    from gptviz.inspect import warm_up
+    from gptviz.decoding import run, warm_up
     from gptviz.models import load
 
     transformers.utils.logging.disable_progress_bar()  # stderr stays free for the one error line
@@ -229,8 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         args = build_parser().parse_args(argv)
-        from gptviz.decoding import DecodeError
         from gptviz.models import ModelLoadError
+        from gptviz.settings import DecodeError
 
         try:
             return compare_command(args)

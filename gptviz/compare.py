@@ -6,6 +6,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from gptviz import packed
+from gptviz.modes import Mode
+
 TOP_OVERLAP_K = 5  # top-k overlap is measured on this many tokens
 KL_CHUNK = 16  # steps whose KL divergence is computed together
 
@@ -41,26 +44,25 @@ def attention_row_deltas(cached, recompute) -> np.ndarray:
     for step in cached.steps:
         last = step.context_len  # rows first..last-1 were computed this step
         first = last - step.input_len
-        lo, hi = first * (first + 1) // 2, last * (last + 1) // 2
+        lo, hi = packed.span(first, last)
         out.append((cached.attention[..., lo:hi] - recompute.attention[..., lo:hi]).abs().max().item())
     return np.array(out)
 
 
 def step_table(tapes: dict, attention_delta: np.ndarray | None = None) -> pd.DataFrame:
     """One row per step: the token, then every mode's agreement with the cached mode."""
-    cached = tapes["cached"]
+    cached = tapes[Mode.CACHED]
     table = pd.DataFrame({"step": [s.index for s in cached.steps], "token_id": [s.token_id for s in cached.steps],
                           "context_len": [s.context_len for s in cached.steps]})
     reference = cached.logits  # (steps, vocab)
     for mode, tape in tapes.items():
         table[f"{mode}_seconds"] = [s.seconds for s in tape.steps]
-        if mode == "cached":
+        if mode == Mode.CACHED:
             continue
-        suffix = "" if mode == "recompute" else "_last"
         metrics = logit_metrics(reference, tape.logits)
         for column in metrics:
-            table[column + suffix] = metrics[column].to_numpy()
-        if mode == "recompute":
+            table[column + Mode(mode).suffix] = metrics[column].to_numpy()
+        if mode == Mode.RECOMPUTE:
             table["slice_delta"] = [s.slice_delta for s in tape.steps]
     if attention_delta is not None:
         table["attn_row_delta"] = attention_delta

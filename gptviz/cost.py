@@ -8,16 +8,13 @@ masks, so a full-sequence pass over t tokens pays 4·t²·d per layer.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
-# Architecture shapes of the public GPT-2 family, for the what-if calculator.
-GPT2_SHAPES = {
-    "distilgpt2": {"layers": 6, "heads": 12, "d_model": 768, "context": 1024, "vocab": 50257},
-    "gpt2": {"layers": 12, "heads": 12, "d_model": 768, "context": 1024, "vocab": 50257},
-    "gpt2-medium": {"layers": 24, "heads": 16, "d_model": 1024, "context": 1024, "vocab": 50257},
-    "gpt2-large": {"layers": 36, "heads": 20, "d_model": 1280, "context": 1024, "vocab": 50257},
-    "gpt2-xl": {"layers": 48, "heads": 25, "d_model": 1600, "context": 1024, "vocab": 50257},
-}
+import torch
+
+from gptviz import packed
+
 DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
@@ -77,11 +74,38 @@ def weight_bytes(model) -> int:
 
 def trace_bytes(layers: int, heads: int, tokens: int) -> int:
     """Stored attention of one trace: packed lower triangle in float16."""
-    return layers * heads * tokens * (tokens + 1) // 2 * 2
+    return layers * heads * packed.size(tokens) * 2
 
 
 def run_memory_bytes(shape: Shape, tokens: int, bytes_per_value: int) -> int:
     """Peak memory a run holds for attention: two stored fp16 traces plus the working
     copies in the compute dtype while decoding (three modes, one kept at a time)."""
-    packed = shape.layers * shape.heads * tokens * (tokens + 1) // 2
-    return 2 * packed * 2 + 2 * packed * bytes_per_value
+    entries = shape.layers * shape.heads * packed.size(tokens)
+    return 2 * entries * 2 + 2 * entries * bytes_per_value
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    read: float  # bytes per second streamed by a read-only pass (a sum): what a decode step does to its weights
+    copy: float  # bytes per second of a copy, read + write counted, for reference
+
+
+def measure_bandwidth(nbytes: int = 64 * 2**20, repeats: int = 3) -> Bandwidth:
+    """This machine's memory bandwidth, best of ``repeats`` over a ``nbytes`` float32 tensor."""
+    source = torch.ones(nbytes // 4, dtype=torch.float32)  # (n,) 4-byte values
+    target = torch.empty_like(source)
+    size = source.numel() * source.element_size()
+    read = copy = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        source.sum()
+        read = min(read, time.perf_counter() - start)
+        start = time.perf_counter()
+        target.copy_(source)
+        copy = min(copy, time.perf_counter() - start)
+    return Bandwidth(read=size / read, copy=2 * size / copy)
+
+
+def step_floor_seconds(weight_bytes: int, bandwidth: Bandwidth) -> float:
+    """The least time a cached decode step can take: every weight is read from memory once per token."""
+    return weight_bytes / bandwidth.read

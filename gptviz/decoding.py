@@ -1,124 +1,70 @@
 """The two decoders, side by side, each recording a Trace; ``run`` drives both.
 
 Both modes see the same tokens: the cached run chooses them with one seeded sampler
-(transformers' own logits processors), and the recompute runs replay that sequence,
-so every comparison is like for like.
+(transformers' own logits processors, gptviz/sampling.py), and the recompute runs replay
+that sequence, so every comparison is like for like. What a run is asked to do, and its
+validation, is gptviz/settings.py.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 import pandas as pd
 import torch
-from transformers import (
-    DynamicCache,
-    LogitsProcessorList,
-    StaticCache,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
+from transformers import DynamicCache, StaticCache
 
-from gptviz import compare, cost
+from gptviz import compare, cost, packed
 from gptviz.instrument import recording
+from gptviz.modes import Mode
+from gptviz.sampling import Replay, Sampler
+from gptviz.settings import DecodeError, DecodeSettings, Limits
 from gptviz.trace import Step, Trace
 
+__all__ = ["DecodeError", "DecodeSettings", "Limits", "Run", "Tape", "decode_cached", "decode_recompute", "run",
+           "warm_up"]
+
 TOP_LOGITS = 10  # logits kept per step in a trace
-DEFAULT_MEMORY_BUDGET = 512 * 2**20  # bytes of attention a run may hold (see cost.run_memory_bytes)
 
 
-class DecodeError(ValueError):
-    """Inputs that cannot be decoded; the message says what to change."""
+# ------------------------------------------------------------------------------------------
+# The two decoders. Read them side by side: the difference is the lesson.
+# ------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def decode_cached(model, prompt_ids: torch.Tensor, choose, steps: int, cache_kind: str = "dynamic",
+                  record_attention: bool = True, on_step: Callable | None = None) -> Tape:
+    """KV cache: prefill the prompt once, then feed only the newest token; past keys/values are reused."""
+    tape = Tape(model, prompt_ids, steps, Mode.CACHED, record_attention, on_step)
+    cache = make_cache(model, cache_kind, max_len=len(prompt_ids) + steps)
+    ids = prompt_ids[None]  # (1, prompt): the prefill pass
+    for step in range(steps):
+        with recording(model, record_attention) as rec:
+            logits = model(ids, past_key_values=cache, use_cache=True).logits[0, -1]  # (vocab,)
+        token = choose(tape.sequence, logits)
+        tape.add(step, rec, logits, token, kv=kv_sizes(cache))
+        del rec, logits  # the prefill's outputs span the whole prompt: do not hold them through the next pass
+        ids = token.view(1, 1)  # (1, 1): only the new token goes in
+    return tape
 
 
-@dataclass(frozen=True)
-class DecodeSettings:
-    max_new_tokens: int = 24  # tokens to generate after the prompt
-    sampling: Literal["greedy", "sample"] = "greedy"  # argmax, or draw from the processed distribution
-    temperature: float = 1.0  # sampling only: divides the logits (> 0)
-    top_k: int = 0  # sampling only: keep the k best tokens (0 = off)
-    top_p: float = 1.0  # sampling only: keep the smallest set with probability >= p (1 = off)
-    seed: int = 0  # seeds the one sampler that chooses tokens for every mode
-    cache: Literal["dynamic", "static"] = "dynamic"  # growing DynamicCache or preallocated StaticCache
-    modes: tuple[str, ...] = ("cached", "recompute", "recompute_last")  # which decoders to run
-    record_attention: bool = True  # keep attention maps (the memory-heavy part of a trace)
-
-
-def check(model, prompt_ids: list[int], settings: DecodeSettings,
-          memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
-    """Raise DecodeError with a fix for anything that would fail or blow up mid-run."""
-    s, context = settings, model.config.n_positions
-    if not prompt_ids:
-        raise DecodeError("the prompt is empty: type some text to continue.")
-    if not isinstance(s.max_new_tokens, int) or s.max_new_tokens < 1:
-        raise DecodeError(f"max new tokens must be a whole number ≥ 1, got {s.max_new_tokens!r}.")
-    if len(prompt_ids) >= context:
-        raise DecodeError(f"the prompt is {len(prompt_ids)} tokens but the model's context is {context}: "
-                          f"shorten it to at most {context - 1} tokens.")
-    if len(prompt_ids) + s.max_new_tokens > context:
-        raise DecodeError(f"prompt ({len(prompt_ids)} tokens) + max new tokens ({s.max_new_tokens}) exceeds the "
-                          f"model's context of {context}: at most {context - len(prompt_ids)} new tokens fit.")
-    if s.sampling not in ("greedy", "sample"):
-        raise DecodeError(f"sampling must be 'greedy' or 'sample', got {s.sampling!r}.")
-    if s.sampling == "sample":
-        if not s.temperature > 0:
-            raise DecodeError(f"temperature must be > 0 (got {s.temperature}); for deterministic output "
-                              "choose greedy decoding.")
-        if not isinstance(s.top_k, int) or s.top_k < 0:
-            raise DecodeError(f"top-k must be a whole number ≥ 0 (0 turns it off), got {s.top_k!r}.")
-        if not 0 < s.top_p <= 1:
-            raise DecodeError(f"top-p must be in (0, 1] (1 turns it off), got {s.top_p}.")
-    if not isinstance(s.seed, int) or s.seed < 0:
-        raise DecodeError(f"seed must be a whole number ≥ 0, got {s.seed!r}.")
-    if s.cache not in ("dynamic", "static"):
-        raise DecodeError(f"cache must be 'dynamic' or 'static', got {s.cache!r}.")
-    if not s.modes or s.modes[0] != "cached" or set(s.modes) - {"cached", "recompute", "recompute_last"}:
-        raise DecodeError(f"modes must start with 'cached' (it chooses the tokens), got {s.modes!r}.")
-    if s.record_attention:
-        tokens, shape = len(prompt_ids) + s.max_new_tokens, cost.Shape.of(model)
-        value_bytes = next(model.parameters()).element_size()
-        need = cost.run_memory_bytes(shape, tokens, value_bytes)
-        if need > memory_budget:
-            fits = (t for t in range(1, tokens + 1) if cost.run_memory_bytes(shape, t, value_bytes) <= memory_budget)
-            fit = max(fits, default=0)
-            raise DecodeError(f"keeping every attention map for {tokens} tokens needs {need / 2**20:.0f} MiB, over "
-                              f"this server's budget of {memory_budget / 2**20:.0f} MiB: use at most "
-                              f"{max(fit - len(prompt_ids), 0)} new tokens with this prompt.")
-
-
-class Sampler:
-    """Chooses the next token: argmax, or a seeded draw after transformers' logits processors."""
-
-    def __init__(self, settings: DecodeSettings):
-        self.greedy = settings.sampling == "greedy"
-        self.processors = LogitsProcessorList()
-        if not self.greedy:  # same order as model.generate: temperature, top-k, top-p
-            if settings.temperature != 1.0:
-                self.processors.append(TemperatureLogitsWarper(settings.temperature))
-            if settings.top_k:
-                self.processors.append(TopKLogitsWarper(settings.top_k))
-            if settings.top_p < 1.0:
-                self.processors.append(TopPLogitsWarper(settings.top_p))
-        self.generator = torch.Generator().manual_seed(settings.seed)
-
-    def __call__(self, sequence: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        if self.greedy:
-            return logits.argmax()
-        scores = self.processors(sequence[None], logits[None].float())  # (1, vocab)
-        return torch.multinomial(scores.softmax(-1), 1, generator=self.generator)[0, 0]
-
-
-class Replay:
-    """Feeds back a fixed token sequence, so a second mode follows the first one's choices."""
-
-    def __init__(self, tokens: list[int], prompt_len: int):
-        self.tokens, self.prompt_len = tokens, prompt_len
-
-    def __call__(self, sequence: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        return torch.tensor(self.tokens[len(sequence) - self.prompt_len])
+@torch.no_grad()
+def decode_recompute(model, prompt_ids: torch.Tensor, choose, steps: int, logits_to_keep: int = 0,
+                     record_attention: bool = True, on_step: Callable | None = None) -> Tape:
+    """Naive re-evaluation: feed the whole sequence again every step; nothing is reused."""
+    mode = Mode.RECOMPUTE_LAST if logits_to_keep == 1 else Mode.RECOMPUTE
+    tape = Tape(model, prompt_ids, steps, mode, record_attention, on_step)
+    ids = prompt_ids[None]  # (1, prompt)
+    for step in range(steps):
+        with recording(model, record_attention) as rec:
+            logits = model(ids, use_cache=False, logits_to_keep=logits_to_keep).logits[0, -1]  # (vocab,)
+        token = choose(tape.sequence, logits)
+        tape.add(step, rec, logits, token)
+        del rec, logits  # views of all t positions' logits and t x t attention: free before the next pass
+        ids = torch.cat([ids, token.view(1, 1)], dim=1)  # (1, t + 1): the whole sequence goes in again
+    return tape
 
 
 def make_cache(model, kind: str, max_len: int):
@@ -138,44 +84,6 @@ def kv_sizes(cache) -> tuple[list[int], list[int]]:
         used.append(t * per_token)
         allocated.append(k.numel() * k.element_size() + v.numel() * v.element_size())
     return used, allocated
-
-
-# ------------------------------------------------------------------------------------------
-# The two decoders. Read them side by side: the difference is the lesson.
-# ------------------------------------------------------------------------------------------
-
-@torch.no_grad()
-def decode_cached(model, prompt_ids: torch.Tensor, choose, steps: int, cache_kind: str = "dynamic",
-                  record_attention: bool = True, on_step: Callable | None = None) -> Tape:
-    """KV cache: prefill the prompt once, then feed only the newest token; past keys/values are reused."""
-    tape = Tape(model, prompt_ids, steps, "cached", record_attention, on_step)
-    cache = make_cache(model, cache_kind, max_len=len(prompt_ids) + steps)
-    ids = prompt_ids[None]  # (1, prompt): the prefill pass
-    for step in range(steps):
-        with recording(model, record_attention) as rec:
-            logits = model(ids, past_key_values=cache, use_cache=True).logits[0, -1]  # (vocab,)
-        token = choose(tape.sequence, logits)
-        tape.add(step, rec, logits, token, kv=kv_sizes(cache))
-        del rec, logits  # the prefill's outputs span the whole prompt: do not hold them through the next pass
-        ids = token.view(1, 1)  # (1, 1): only the new token goes in
-    return tape
-
-
-@torch.no_grad()
-def decode_recompute(model, prompt_ids: torch.Tensor, choose, steps: int, logits_to_keep: int = 0,
-                     record_attention: bool = True, on_step: Callable | None = None) -> Tape:
-    """Naive re-evaluation: feed the whole sequence again every step; nothing is reused."""
-    mode = "recompute_last" if logits_to_keep == 1 else "recompute"
-    tape = Tape(model, prompt_ids, steps, mode, record_attention, on_step)
-    ids = prompt_ids[None]  # (1, prompt)
-    for step in range(steps):
-        with recording(model, record_attention) as rec:
-            logits = model(ids, use_cache=False, logits_to_keep=logits_to_keep).logits[0, -1]  # (vocab,)
-        token = choose(tape.sequence, logits)
-        tape.add(step, rec, logits, token)
-        del rec, logits  # views of all t positions' logits and t x t attention: free before the next pass
-        ids = torch.cat([ids, token.view(1, 1)], dim=1)  # (1, t + 1): the whole sequence goes in again
-    return tape
 
 
 class Tape:
@@ -201,17 +109,17 @@ class Tape:
         self.attention = None
         if record_attention:
             dtype = next(model.parameters()).dtype
-            self.attention = torch.zeros(c.n_layer, c.n_head, self.total_rows * (self.total_rows + 1) // 2,
+            self.attention = torch.zeros(c.n_layer, c.n_head, packed.size(self.total_rows),
                                          dtype=dtype)  # (layers, heads, packed)
-            self.tril_rows, self.tril_cols = torch.tril_indices(self.total_rows, self.total_rows)
+            self.tril = packed.indices(self.total_rows)  # (2, packed): row and column of each entry
 
     def _store_rows(self, weights: list[torch.Tensor]) -> float | None:
         """Compare rows already stored, append new ones; weights[l] is (1, heads, q, k)."""
         q, k = weights[0].shape[2], weights[0].shape[3]
         first = len(self.sequence) - q  # row index of the first query position in this pass
         end = first + q
-        lo, mid, hi = first * (first + 1) // 2, self.rows_stored * (self.rows_stored + 1) // 2, end * (end + 1) // 2
-        flat = (self.tril_rows[lo:hi] - first) * k + self.tril_cols[lo:hi]  # packed entries' offsets in a q x k map
+        (lo, hi), mid = packed.span(first, end), packed.size(self.rows_stored)
+        flat = packed.offsets(self.tril, first, end, k)  # packed entries' offsets in a q x k map
         # One index_select per layer into one buffer: ~5x faster than 2-D fancy indexing plus a stack,
         # which mattered for the recompute mode's overhead (all t(t+1)/2 rows are gathered every step).
         block = torch.empty(len(weights), self.heads, hi - lo, dtype=weights[0].dtype)  # (layers, heads, packed)
@@ -227,7 +135,7 @@ class Tape:
 
     def add(self, step: int, rec, logits: torch.Tensor, token: torch.Tensor,
             kv: tuple[list[int], list[int]] | None = None) -> None:
-        input_len = len(self.sequence) if (step == 0 or self.mode != "cached") else 1
+        input_len = len(self.sequence) if (step == 0 or self.mode != Mode.CACHED) else 1
         delta = None
         if self.attention is not None and step < self.total_rows - self.prompt_len + 1:
             delta = self._store_rows(rec.attention)
@@ -283,11 +191,11 @@ class Run:
 
     @property
     def cached(self) -> Trace:
-        return self.traces["cached"]
+        return self.traces[Mode.CACHED]
 
     @property
     def recompute(self) -> Trace | None:
-        return self.traces.get("recompute")
+        return self.traces.get(Mode.RECOMPUTE)
 
     def summary(self) -> dict:
         return compare.summarize(self)
@@ -300,32 +208,41 @@ def encode(tokenizer, prompt: str) -> list[int]:
 
 
 def run(model, tokenizer, prompt: str, settings: DecodeSettings = DecodeSettings(), *,
-        model_name: str = "model", on_step: Callable | None = None,
-        memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Run:
+        model_name: str = "model", on_step: Callable | None = None, limits: Limits = Limits()) -> Run:
     """Decode ``prompt`` in every mode of ``settings.modes`` and compare them with the cached mode.
 
     ``on_step(mode, step, token_id)`` is called after each step (live progress in the app).
     """
     ids = encode(tokenizer, prompt)
-    check(model, ids, settings, memory_budget)
+    settings.validate(limits, prompt_len=len(ids), shape=cost.Shape.of(model),
+                      value_bytes=next(model.parameters()).element_size())
     prompt_ids = torch.tensor(ids, dtype=torch.long)
     n = settings.max_new_tokens
     cached = decode_cached(model, prompt_ids, Sampler(settings), n, settings.cache, settings.record_attention,
                            on_step)
-    tapes, attention_delta = {"cached": cached}, None
+    tapes, attention_delta = {Mode.CACHED: cached}, None
     replay = Replay(cached.sequence[len(ids):].tolist(), len(ids))
-    for mode in settings.modes[1:]:
+    for mode in map(Mode, settings.modes[1:]):
         # Both recompute variants record attention the same way, so their timings differ only
         # by logits_to_keep; only the full recompute's map is kept.
-        tape = decode_recompute(model, prompt_ids, replay, n, 1 if mode == "recompute_last" else 0,
-                                settings.record_attention, on_step)
-        if mode == "recompute" and tape.attention is not None:
+        tape = decode_recompute(model, prompt_ids, replay, n, mode.logits_to_keep, settings.record_attention,
+                                on_step)
+        if mode == Mode.RECOMPUTE and tape.attention is not None:
             attention_delta = compare.attention_row_deltas(cached, tape)  # in the compute dtype
-        tape.compact(keep_attention=mode != "recompute_last")
+        tape.compact(keep_attention=mode != Mode.RECOMPUTE_LAST)
         tapes[mode] = tape
     cached.compact()
     table = compare.step_table(tapes, attention_delta)
-    traces = {mode: tape.to_trace(model_name, tokenizer, settings.cache if mode == "cached" else None)
+    traces = {mode: tape.to_trace(model_name, tokenizer, settings.cache if mode == Mode.CACHED else None)
               for mode, tape in tapes.items()}
     text = tokenizer.decode(cached.sequence[len(ids):].tolist())
     return Run(prompt, settings, model_name, traces, table, text)
+
+
+def warm_up(model, tokenizer, text: str = "Warm up.") -> float:
+    """Decode a few tokens every way, untimed, so a process's first real run pays no one-time costs
+    (allocator growth, lazy kernel setup) in its cached mode, which runs first. Returns seconds spent."""
+    started = time.perf_counter()
+    for kind in ("dynamic", "static"):
+        run(model, tokenizer, text, DecodeSettings(max_new_tokens=2, cache=kind))
+    return time.perf_counter() - started

@@ -1,9 +1,10 @@
 """Limits for a shared, hosted deployment, read from the environment.
 
 GPTVIZ_HOSTED=1 turns hosted mode on: only allow-listed models (GPTVIZ_ALLOWED_MODELS,
-comma-separated, default ``bundled,gpt2,distilgpt2``), no local paths, and tighter caps on
-new tokens and on the attention memory one run may hold. Remote code and pickled weights
-are refused everywhere, hosted or not (see models.load).
+comma-separated, default registry.HOSTED_DEFAULT: ``bundled,gpt2,distilgpt2``), no local
+paths, and tighter caps on new tokens and on the attention memory one run may hold (checked by
+``DecodeSettings.validate(policy.limits)``). Remote code and pickled weights are refused
+everywhere, hosted or not (see models.load).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import math
 import os
 from dataclasses import dataclass
 
-from gptviz.decoding import DecodeError
-from gptviz.models import BUNDLED, HUB_MODELS, ModelLoadError, canonical_hub_id
+from gptviz.models import ModelLoadError
+from gptviz.registry import BUNDLED, HOSTED_DEFAULT, HUB_MODELS, canonical_hub_id
+from gptviz.settings import APP_MAX_NEW_TOKENS, MEMORY_BUDGET, Limits
 
-DEFAULT_ALLOWED = ("bundled", "gpt2", "distilgpt2")
+HOSTED_MAX_NEW_TOKENS = 128  # GPTVIZ_MAX_NEW_TOKENS default
+HOSTED_MEMORY_BUDGET_MB = 128  # GPTVIZ_MEMORY_BUDGET_MB default
 HOSTED, ALLOWED_MODELS = "GPTVIZ_HOSTED", "GPTVIZ_ALLOWED_MODELS"
 MAX_NEW_TOKENS, MEMORY_BUDGET_MB = "GPTVIZ_MAX_NEW_TOKENS", "GPTVIZ_MEMORY_BUDGET_MB"
 FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False,
@@ -62,7 +65,7 @@ def _number(env, name: str, kind: type, default: float) -> float:
 
 
 def _allowed(env) -> tuple[str, ...]:
-    text = env.get(ALLOWED_MODELS, ",".join(DEFAULT_ALLOWED))
+    text = env.get(ALLOWED_MODELS, ",".join(HOSTED_DEFAULT))
     allowed = tuple(s.strip() for s in text.split(",") if s.strip())
     unknown = [s for s in allowed if s != BUNDLED and canonical_hub_id(s) is None]
     if unknown or not allowed:
@@ -77,8 +80,8 @@ class Policy:
     hosted: bool = False  # a server shared by many users
     allowed_models: tuple[str, ...] = ()  # hosted: the only sources accepted (empty = any)
     allow_local: bool = True  # local model directories
-    max_new_tokens: int = 512  # hard cap per run, on top of the model's context
-    memory_budget: int = 512 * 2**20  # bytes of attention one run may hold (gptviz.cost.run_memory_bytes)
+    max_new_tokens: int = APP_MAX_NEW_TOKENS  # hard cap per run, on top of the model's context
+    memory_budget: int = MEMORY_BUDGET  # bytes of attention one run may hold (gptviz.cost.run_memory_bytes)
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> Policy:
@@ -88,8 +91,13 @@ class Policy:
         if not _flag(env, HOSTED):
             return cls()
         return cls(hosted=True, allowed_models=_allowed(env), allow_local=False,
-                   max_new_tokens=_number(env, MAX_NEW_TOKENS, int, 128),
-                   memory_budget=int(_number(env, MEMORY_BUDGET_MB, float, 128) * 2**20))
+                   max_new_tokens=_number(env, MAX_NEW_TOKENS, int, HOSTED_MAX_NEW_TOKENS),
+                   memory_budget=int(_number(env, MEMORY_BUDGET_MB, float, HOSTED_MEMORY_BUDGET_MB) * 2**20))
+
+    @property
+    def limits(self) -> Limits:
+        """What one run may use here: pass to DecodeSettings.validate and decoding.run."""
+        return Limits(max_new_tokens=self.max_new_tokens, memory_budget=self.memory_budget)
 
     def check_source(self, source: str) -> None:
         """Raise ModelLoadError unless this server may load ``source``."""
@@ -104,8 +112,3 @@ class Policy:
             return
         raise ModelLoadError(f"this shared server only offers: {', '.join(self.allowed_models)}. "
                              f"'{source}' is not on its list.")
-
-    def check_tokens(self, max_new_tokens: int) -> None:
-        if max_new_tokens > self.max_new_tokens:
-            raise DecodeError(f"this server allows at most {self.max_new_tokens} new tokens per run "
-                              f"(asked for {max_new_tokens}).")

@@ -20,10 +20,11 @@ from safetensors import SafetensorError, safe_open
 from transformers import AutoConfig, AutoTokenizer, GPT2LMHeadModel, PreTrainedTokenizerBase
 
 from gptviz.instrument import ATTN_IMPLEMENTATION
+from gptviz.registry import BUNDLED, BUNDLED_DIR, BUNDLED_NAME, HUB_MODELS, canonical_hub_id
 
-BUNDLED = "bundled"
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "assets" / "bundled-gpt2"
-HUB_MODELS = ("gpt2", "distilgpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+__all__ = ["BUNDLED", "BUNDLED_DIR", "HUB_MODELS", "LoadedModel", "ModelLoadError", "canonical_hub_id", "load",
+           "loaded_model", "random_model"]
+
 HUB_HOST = "huggingface.co"
 WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -44,14 +45,6 @@ class LoadedModel:
     dtype: str  # "float32" | "float64"
     notice: str | None = None  # why a fallback happened, for the UI to show
     info: dict = field(default_factory=dict)
-
-
-def canonical_hub_id(source: str) -> str | None:
-    """'gpt2' or 'openai-community/gpt2' -> the Hub repo id; None if not a known GPT-2 id."""
-    short = source.removeprefix("openai-community/").removeprefix("distilbert/")
-    if short not in HUB_MODELS:
-        return None
-    return f"distilbert/{short}" if short == "distilgpt2" else f"openai-community/{short}"
 
 
 def hub_reachable(timeout: float = 3.0) -> str | None:
@@ -250,17 +243,17 @@ def load(source: str = BUNDLED, dtype: str = "float32", *, fallback_to_bundled: 
                 raise ModelLoadError(f"the bundled model is missing from {BUNDLED_DIR}; "
                                      "run `python scripts/train_bundled.py` to create it.")
             model, tokenizer = _load(BUNDLED_DIR, dtype, local_only=True)
-            return _loaded(model, tokenizer, source, "bundled Shakespeare GPT-2", dtype)
+            return loaded_model(model, tokenizer, source, BUNDLED_NAME, dtype)
         repo_id = canonical_hub_id(source)
         if repo_id is not None:
             if _in_local_hub_cache(repo_id):
                 model, tokenizer = _load(repo_id, dtype, local_only=True)
-                return _loaded(model, tokenizer, source, repo_id, dtype)
+                return loaded_model(model, tokenizer, source, repo_id, dtype)
             reason = hub_reachable(hub_timeout)
             if reason is None:
                 try:
                     model, tokenizer = _load(repo_id, dtype, local_only=False)
-                    return _loaded(model, tokenizer, source, repo_id, dtype)
+                    return loaded_model(model, tokenizer, source, repo_id, dtype)
                 except OSError as exc:
                     reason = f"download failed ({exc.__class__.__name__})"
             message = f"could not load '{source}' from the Hugging Face Hub: {reason}."
@@ -278,7 +271,7 @@ def load(source: str = BUNDLED, dtype: str = "float32", *, fallback_to_bundled: 
         path = _resolve(source)
         _check_local_dir(path)
         model, tokenizer = _load(path, dtype, local_only=True)
-        return _loaded(model, tokenizer, source, str(path), dtype)
+        return loaded_model(model, tokenizer, source, str(path), dtype)
     except ModelLoadError:
         raise
     except StrictDataclassError as exc:  # transformers' own config validation (e.g. a string where an int goes)
@@ -288,7 +281,8 @@ def load(source: str = BUNDLED, dtype: str = "float32", *, fallback_to_bundled: 
         raise ModelLoadError(f"could not load '{source}': {exc.__class__.__name__}: {exc}".split("\n")[0]) from exc
 
 
-def _loaded(model, tokenizer, source: str, name: str, dtype: str) -> LoadedModel:
+def loaded_model(model, tokenizer, source: str, name: str, dtype: str) -> LoadedModel:
+    """Wrap a model and tokenizer with what the app shows about them (``info``)."""
     c = model.config
     info = {
         "layers": c.n_layer, "heads": c.n_head, "d_model": c.n_embd, "head_dim": c.n_embd // c.n_head,

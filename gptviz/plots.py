@@ -15,9 +15,9 @@ import torch
 from plotly.subplots import make_subplots
 
 from gptviz import cost
-from gptviz.trace import MODE_LABELS, Trace
+from gptviz.modes import Mode
+from gptviz.trace import Trace
 
-MODE_COLORS = {"cached": "#3B82F6", "recompute": "#F97316", "recompute_last": "#22A06B"}
 LAYER_COLORS = ["#3B82F6", "#F97316", "#22A06B", "#E11D48", "#8B5CF6", "#0EA5E9", "#EAB308", "#EC4899",
                 "#14B8A6", "#A3A3A3", "#84CC16", "#6366F1"]
 NEW_ROW_COLOR = "#E11D48"  # the row a step computes for the first time
@@ -82,13 +82,14 @@ def logit_delta(run) -> go.Figure:
     table, eps = run.comparison, machine_epsilon(run.cached.dtype)
     floor = eps * 1e-3  # where exact zeros are drawn: a log axis has no 0
     fig = go.Figure()
-    for column, mode in (("max_abs_dlogit", "recompute"), ("max_abs_dlogit_last", "recompute_last")):
+    for mode in (Mode.RECOMPUTE, Mode.RECOMPUTE_LAST):
+        column = "max_abs_dlogit" + mode.suffix
         if column not in table:
             continue
         delta = table[column].to_numpy(dtype=float)
         zero = delta == 0
         fig.add_trace(go.Scatter(x=table["step"], y=np.where(zero, floor, delta), mode="lines+markers",
-                                 name=f"{MODE_LABELS[mode]} vs cache", line={"color": MODE_COLORS[mode]},
+                                 name=f"{Mode(mode).label} vs cache", line={"color": Mode(mode).color},
                                  marker={"symbol": np.where(zero, "x", "circle")},
                                  customdata=delta, hovertemplate="step %{x}: |Δ| = %{customdata:.3g}<extra></extra>"))
     fig.add_hline(y=eps, line_dash="dash", line_color="#A3A3A3",
@@ -220,9 +221,9 @@ def kv_allocation(run) -> go.Figure:
     per_token = cost.kv_bytes(trace.layers, trace.heads, trace.head_dim, 1, bytes_per_value)
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=steps, y=[sum(s.kv_allocated) for s in trace.steps], mode="lines+markers",
-                             name=f"measured allocated ({trace.cache_kind})", line={"color": MODE_COLORS["cached"]}))
+                             name=f"measured allocated ({trace.cache_kind})", line={"color": Mode.CACHED.color}))
     fig.add_trace(go.Scatter(x=steps, y=[sum(s.kv_bytes) for s in trace.steps], mode="lines+markers",
-                             name="measured holding real tokens", line={"color": MODE_COLORS["recompute"]}))
+                             name="measured holding real tokens", line={"color": Mode.RECOMPUTE.color}))
     fig.add_trace(go.Scatter(x=steps, y=[per_token * s.context_len for s in trace.steps], mode="lines",
                              name="dynamic: grows by torch.cat", line={"dash": "dot", "color": "#A3A3A3"}))
     fig.add_trace(go.Scatter(x=steps, y=[per_token * max_len] * len(steps), mode="lines",
@@ -231,10 +232,10 @@ def kv_allocation(run) -> go.Figure:
     return _layout(fig, "Dynamic growth vs static preallocation", xaxis_title="step", yaxis_title="bytes")
 
 
-def kv_what_if(shapes: dict[str, dict], tokens: int, dtype: str = "float32") -> go.Figure:
-    """KV-cache bytes vs context length for GPT-2 sizes (e.g. cost.GPT2_SHAPES), one line each."""
+def kv_what_if(shapes: dict[str, cost.Shape], tokens: int, dtype: str = "float32") -> go.Figure:
+    """KV-cache bytes vs context length for GPT-2 sizes (e.g. registry.SHAPES), one line each."""
     if not shapes:
-        raise ValueError("no model shapes given; pass e.g. gptviz.cost.GPT2_SHAPES.")
+        raise ValueError("no model shapes given; pass e.g. gptviz.registry.SHAPES.")
     if not isinstance(tokens, int) or tokens < 1:
         raise ValueError(f"tokens must be a whole number ≥ 1, got {tokens!r}.")
     bytes_per_value = cost.DTYPE_BYTES.get(dtype)
@@ -243,7 +244,7 @@ def kv_what_if(shapes: dict[str, dict], tokens: int, dtype: str = "float32") -> 
     x = np.unique(np.linspace(1, tokens, 64).round().astype(int))
     fig = go.Figure()
     for i, (name, s) in enumerate(shapes.items()):
-        y = [cost.kv_bytes(s["layers"], s["heads"], s["d_model"] // s["heads"], int(t), bytes_per_value) for t in x]
+        y = [cost.kv_bytes(s.layers, s.heads, s.head_dim, int(t), bytes_per_value) for t in x]
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=name,
                                  line={"color": LAYER_COLORS[i % len(LAYER_COLORS)]}))
     return _layout(fig, f"KV cache for one sequence ({dtype})", xaxis_title="tokens in context",
@@ -257,10 +258,10 @@ def step_times(run, floor_seconds: float | None = None) -> go.Figure:
     table = run.comparison
     fig = go.Figure()
     for mode in run.traces:
-        color, column = MODE_COLORS[mode], f"{mode}_seconds"
+        color, column = Mode(mode).color, f"{mode}_seconds"
         decode = table[table["step"] > 0]
         fig.add_trace(go.Scatter(x=decode["context_len"], y=decode[column], mode="lines+markers",
-                                 name=MODE_LABELS[mode], line={"color": color}, legendgroup=mode))
+                                 name=Mode(mode).label, line={"color": color}, legendgroup=mode))
         fig.add_trace(go.Scatter(x=table["context_len"][:1], y=table[column][:1], mode="markers",
                                  name=f"prefill ({mode})", legendgroup=mode, showlegend=mode == "cached",
                                  marker={"symbol": "diamond", "size": 12, "color": color}))
@@ -283,10 +284,10 @@ def cumulative_times(run) -> go.Figure:
     for mode in run.traces:
         total = np.cumsum(decode[f"{mode}_seconds"].to_numpy())
         quadratic, linear, constant = np.polyfit(steps, total, 2)
-        fig.add_trace(go.Scatter(x=steps, y=total, mode="markers", name=MODE_LABELS[mode],
-                                 marker={"color": MODE_COLORS[mode]}, legendgroup=mode))
+        fig.add_trace(go.Scatter(x=steps, y=total, mode="markers", name=Mode(mode).label,
+                                 marker={"color": Mode(mode).color}, legendgroup=mode))
         fig.add_trace(go.Scatter(x=steps, y=np.polyval([quadratic, linear, constant], steps), mode="lines",
-                                 line={"dash": "dash", "color": MODE_COLORS[mode]}, legendgroup=mode,
+                                 line={"dash": "dash", "color": Mode(mode).color}, legendgroup=mode,
                                  name=f"fit {quadratic:.2g}·n² + {linear:.2g}·n", hoverinfo="skip"))
     return _layout(fig, "Cumulative decode time (dashed: quadratic fit)", xaxis_title="tokens generated after prefill",
                    yaxis_title="seconds")
@@ -298,7 +299,7 @@ def layer_times(run) -> go.Figure:
     for mode, trace in run.traces.items():
         seconds = np.array([s.layer_seconds for s in trace.steps[1:] or trace.steps])  # (steps, layers)
         fig.add_trace(go.Bar(x=[f"layer {i}" for i in range(trace.layers)], y=seconds.mean(axis=0),
-                             name=MODE_LABELS[mode], marker_color=MODE_COLORS[mode]))
+                             name=Mode(mode).label, marker_color=Mode(mode).color))
     return _layout(fig, "Time inside each block (decode mean)", barmode="group", yaxis_title="seconds")
 
 
@@ -311,7 +312,7 @@ def prefill_decode(run) -> go.Figure:
         decode = table[table["step"] > 0][column]
         fig.add_trace(go.Bar(x=["prefill (step 0)", "mean decode step"],
                              y=[table[column].iloc[0], decode.mean() if len(decode) else np.nan],
-                             name=MODE_LABELS[mode], marker_color=MODE_COLORS[mode]))
+                             name=Mode(mode).label, marker_color=Mode(mode).color))
     return _layout(fig, "Prefill vs decode", barmode="group", yaxis_title="seconds")
 
 
@@ -322,8 +323,8 @@ def step_flops(run, shape: cost.Shape) -> go.Figure:
     fig = go.Figure()
     for mode in run.traces:
         flops = [cost.step_flops(shape, mode, int(t), q) for t, q in zip(table["context_len"], inputs, strict=True)]
-        fig.add_trace(go.Scatter(x=table["step"], y=flops, mode="lines+markers", name=MODE_LABELS[mode],
-                                 line={"color": MODE_COLORS[mode]}))
+        fig.add_trace(go.Scatter(x=table["step"], y=flops, mode="lines+markers", name=Mode(mode).label,
+                                 line={"color": Mode(mode).color}))
     return _layout(fig, "Analytic FLOPs per step", xaxis_title="step",
                    yaxis={"title": "FLOPs", "type": "log", "exponentformat": "SI"})
 
@@ -336,8 +337,8 @@ def hidden_drift(frame: pd.DataFrame) -> go.Figure:
     _columns(frame, ["prefix_len", "layer", "causal", "drift"],
              "pd.concat([compare.hidden_state_drift(m, ids, causal=c) for c in (True, False)])")
     fig = make_subplots(rows=1, cols=2, subplot_titles=("largest drift per layer", "drift vs prefix length"))
-    for causal, name, color in ((True, "with causal mask", MODE_COLORS["cached"]),
-                                (False, "without mask", MODE_COLORS["recompute"])):
+    for causal, name, color in ((True, "with causal mask", Mode.CACHED.color),
+                                (False, "without mask", Mode.RECOMPUTE.color)):
         part = frame[frame["causal"] == causal]
         if part.empty:
             continue
@@ -356,8 +357,8 @@ def hidden_drift(frame: pd.DataFrame) -> go.Figure:
 # ---- Inside GPT-2 ---------------------------------------------------------------------------------
 
 def lens_top_tokens(frame: pd.DataFrame) -> go.Figure:
-    """Top tokens of the last hidden state after each layer (inspect.logit_lens), coloured by probability."""
-    _columns(frame, ["layer", "rank", "token", "probability"], "gptviz.inspect.logit_lens(model, tokenizer, text)")
+    """Top tokens of the last hidden state after each layer (anatomy.logit_lens), coloured by probability."""
+    _columns(frame, ["layer", "rank", "token", "probability"], "gptviz.anatomy.logit_lens(model, tokenizer, text)")
     z = frame.pivot(index="layer", columns="rank", values="probability")
     text = frame.pivot(index="layer", columns="rank", values="token").map(
         lambda t: t.replace("\n", "⏎").replace(" ", "␣") or "∅")

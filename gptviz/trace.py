@@ -16,12 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-MODES = ("cached", "recompute", "recompute_last")
-MODE_LABELS = {
-    "cached": "KV cache (new token only)",
-    "recompute": "recompute (whole sequence)",
-    "recompute_last": "recompute, last-position logits only",
-}
+from gptviz import packed
+from gptviz.modes import Mode
 
 
 class TraceIndexError(IndexError, ValueError):
@@ -46,7 +42,7 @@ class Step:
 
 @dataclass
 class Trace:
-    mode: str  # one of MODES
+    mode: Mode  # which decoder recorded it (a str: "cached", "recompute", "recompute_last")
     model_name: str
     dtype: str  # "float32" | "float64"
     cache_kind: str | None  # "dynamic" | "static" for the cached mode, else None
@@ -72,7 +68,7 @@ class Trace:
         """T, the number of rows in the stored attention map."""
         if self.attention is None:
             return 0
-        return int(round((np.sqrt(8 * self.attention.shape[-1] + 1) - 1) / 2))
+        return packed.rows(self.attention.shape[-1])
 
     def step_rows(self, step: int) -> range:
         """Rows of the attention map that this step computed *for the first time*."""
@@ -92,10 +88,7 @@ class Trace:
                 raise TraceIndexError(f"{name} must be a whole number from 0 to {count - 1} (this trace has {count} "
                                       f"{name}s), got {value!r}.")
         t = self.attention_len if step is None else self.steps[step].context_len
-        packed = self.attention[layer, head, : t * (t + 1) // 2].float().numpy()
-        full = np.zeros((t, t), dtype=np.float32)
-        full[np.tril_indices(t)] = packed
-        return full
+        return packed.unpack(self.attention[layer, head, : packed.size(t)].float().numpy(), t)
 
     def layer_attention(self, layer: int, step: int | None = None) -> np.ndarray:
         """(heads, t, t) maps of every head of one layer."""

@@ -5,20 +5,44 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+import gptviz  # noqa: E402
 from gptviz import models  # noqa: E402
+
+TINY_SOURCE = "gpt2"  # in app tests this Hub id loads a tiny random GPT-2 (the Hub is offline in tests anyway)
 
 
 class CharTokenizer:
-    """A stand-in tokenizer for tiny random models: one token per character."""
+    """The one stand-in tokenizer for tiny random models: a token per byte, shown as a printable character."""
 
     def __init__(self, vocab: int = 64):
         self.vocab = vocab
 
     def __call__(self, text: str) -> dict:
-        return {"input_ids": [ord(c) % self.vocab for c in text]}
+        return {"input_ids": [b % self.vocab for b in text.encode()]}
 
     def decode(self, ids) -> str:
-        return "".join(chr(48 + int(i) % 64) for i in ids)
+        return "".join(chr(33 + int(i) % 94) for i in ids)
+
+
+def tiny_loaded(source: str, dtype: str = "float32") -> gptviz.LoadedModel:
+    model = models.random_model(layers=2, heads=2, d_model=32, vocab=256, context=256, seed=0, dtype=dtype)
+    return models.loaded_model(model, CharTokenizer(256), source, "tiny random GPT-2 (test)", dtype)
+
+
+@pytest.fixture
+def tiny_gpt2(monkeypatch):
+    """Patch the app's boundary, gptviz.load: TINY_SOURCE loads a tiny random GPT-2, all else loads for real."""
+    import streamlit as st
+
+    real = gptviz.load
+
+    def load(source, dtype="float32", **kwargs):
+        return tiny_loaded(source, dtype) if source == TINY_SOURCE else real(source, dtype, **kwargs)
+
+    monkeypatch.setattr(gptviz, "load", load)
+    st.cache_resource.clear()  # the app's loader caches by (source, dtype) across tests
+    yield TINY_SOURCE
+    st.cache_resource.clear()
 
 
 @pytest.fixture(scope="session")

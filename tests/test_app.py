@@ -8,6 +8,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from gptviz import ui_state
+from tests.conftest import TINY_SOURCE
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 TIMEOUT = 120  # the first run imports torch and loads a model
@@ -25,14 +26,13 @@ PAGES = {
 
 
 @pytest.fixture(autouse=True)
-def _test_models(monkeypatch):
-    monkeypatch.setenv(ui_state.TEST_MODELS_ENV, "1")
+def _test_models(monkeypatch, tiny_gpt2):
     monkeypatch.chdir(APP.parent)
 
 
 def start(**params) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-    at.query_params.update({"model": ui_state.TEST_MODEL, "new": "6", **params})
+    at.query_params.update({"model": TINY_SOURCE, "new": "6", **params})
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -55,7 +55,7 @@ def has_data(figure: dict) -> bool:
     return any(len(trace.get(axis) or []) > 0 for trace in figure["data"] for axis in ("x", "y", "z"))
 
 
-@pytest.mark.parametrize("model", [ui_state.TEST_MODEL, "bundled"])
+@pytest.mark.parametrize("model", [TINY_SOURCE, "bundled"])
 def test_every_page_shows_its_numbers_and_figures(model):
     at = start(model=model)
     for page, (labels, chart_count) in PAGES.items():
@@ -145,7 +145,7 @@ def test_a_hosted_server_offers_only_its_models_and_caps_tokens(monkeypatch):
     monkeypatch.setenv("GPTVIZ_HOSTED", "1")
     monkeypatch.setenv("GPTVIZ_MAX_NEW_TOKENS", "8")
     at = start()
-    assert at.selectbox(key="model").options == ["bundled", "gpt2", "distilgpt2", ui_state.TEST_MODEL]
+    assert at.selectbox(key="model").options == ["bundled", "gpt2", "distilgpt2"]
     assert at.number_input(key="new").max == 8
     at.number_input(key="new").set_value(5)
     at.button(key="run").click().run()

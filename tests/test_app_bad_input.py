@@ -8,13 +8,13 @@ from streamlit.testing.v1 import AppTest
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from gptviz import ui_state
+from tests.conftest import TINY_SOURCE
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 
 
 @pytest.fixture(autouse=True)
-def _env(monkeypatch):
-    monkeypatch.setenv(ui_state.TEST_MODELS_ENV, "1")
+def _env(monkeypatch, tiny_gpt2):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(APP.parent)
 
@@ -107,7 +107,7 @@ def test_a_non_gpt2_model_directory(llama_dir):
         "cache", "seed-negative"])
 def test_hostile_share_links_never_crash(params):
     at = AppTest.from_file(str(APP), default_timeout=120)
-    at.query_params.update({"model": ui_state.TEST_MODEL, "new": "4", **params})
+    at.query_params.update({"model": TINY_SOURCE, "new": "4", **params})
     at.run()
     assert not at.exception, [e.value for e in at.exception]
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
-from gptviz import bench
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
+_spec = importlib.util.spec_from_file_location("bench", SCRIPT)
+bench = sys.modules["bench"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
 
 TINY = ["--layers", "2", "--heads", "2", "--d-model", "32", "--vocab", "64", "--context", "64",
         "--prompt-tokens", "4", "--tokens", "3,5", "--repeats", "2", "--cached-repeats", "2", "--concurrency", "1,2",

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from gptviz import DecodeError, DecodeSettings, cost, run
+from gptviz import DecodeError, DecodeSettings, Limits, cost, run
 from gptviz.compare import hidden_state_drift
-from gptviz.decoding import Replay, Sampler, decode_cached, decode_recompute
+from gptviz.decoding import decode_cached, decode_recompute
 from gptviz.models import random_model
+from gptviz.sampling import Replay, Sampler
 from gptviz.trace import Trace
 
 PROMPT = "the cat sat on"
@@ -224,9 +225,9 @@ def test_bad_inputs_raise_clear_errors(model, tokenizer, prompt, settings, match
 
 def test_memory_budget_states_the_limit(model, tokenizer):
     with pytest.raises(DecodeError, match="budget"):
-        run(model, tokenizer, PROMPT, DecodeSettings(max_new_tokens=60), memory_budget=200_000)
+        run(model, tokenizer, PROMPT, DecodeSettings(max_new_tokens=60), limits=Limits(memory_budget=200_000))
     ok = run(model, tokenizer, PROMPT, DecodeSettings(max_new_tokens=60, record_attention=False),
-             memory_budget=200_000)
+             limits=Limits(memory_budget=200_000))
     assert ok.cached.attention is None
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from gptviz import DecodeError, ModelLoadError
+from gptviz import DecodeError, DecodeSettings, ModelLoadError
 from gptviz.hosting import HostingConfigError, Policy
 
 
@@ -25,9 +25,9 @@ def test_hosted_caps_are_configurable():
     policy = Policy.from_env({"GPTVIZ_HOSTED": "true", "GPTVIZ_ALLOWED_MODELS": "bundled",
                               "GPTVIZ_MAX_NEW_TOKENS": "40", "GPTVIZ_MEMORY_BUDGET_MB": "16"})
     assert policy.allowed_models == ("bundled",) and policy.memory_budget == 16 * 2**20
-    policy.check_tokens(40)
+    DecodeSettings(max_new_tokens=40).validate(policy.limits)
     with pytest.raises(DecodeError, match="at most 40 new tokens"):
-        policy.check_tokens(41)
+        DecodeSettings(max_new_tokens=41).validate(policy.limits)
     with pytest.raises(ModelLoadError):
         policy.check_source("gpt2")
 

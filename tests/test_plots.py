@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from gptviz import cost, plots
+from gptviz import cost, plots, registry
 from gptviz.decoding import DecodeSettings, Run
 from gptviz.trace import Step, Trace
 
@@ -186,14 +186,14 @@ def test_kv_allocation_compares_dynamic_growth_with_static_preallocation():
 
 
 def test_kv_what_if_draws_one_line_per_model_up_to_the_length():
-    fig = plots.kv_what_if(cost.GPT2_SHAPES, 2048, "float16")
-    assert [t.name for t in fig.data] == list(cost.GPT2_SHAPES)
-    gpt2 = fig.data[1]
+    fig = plots.kv_what_if(registry.SHAPES, 2048, "float16")
+    assert [t.name for t in fig.data] == list(registry.SHAPES)
+    gpt2 = next(t for t in fig.data if t.name == "gpt2")
     assert gpt2.x[-1] == 2048 and gpt2.y[-1] == cost.kv_bytes(12, 12, 64, 2048, 2)
 
 
-@pytest.mark.parametrize("args, message", [({}, "GPT2_SHAPES"), (cost.GPT2_SHAPES, "tokens"),
-                                           (cost.GPT2_SHAPES, "dtype")])
+@pytest.mark.parametrize("args, message", [({}, "registry.SHAPES"), (registry.SHAPES, "tokens"),
+                                           (registry.SHAPES, "dtype")])
 def test_kv_what_if_refuses_bad_input(args, message):
     tokens, dtype = (0, "float32") if message == "tokens" else (16, "int4" if message == "dtype" else "float32")
     with pytest.raises(ValueError, match=message):

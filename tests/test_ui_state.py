@@ -1,11 +1,13 @@
-"""The app's Streamlit-free state: settings, run keys, the test model, display tables."""
+"""The app's Streamlit-free state: settings, run keys, model choices, display tables."""
 
 import pytest
+import torch
 
 import gptviz
 from gptviz import ui_state
 from gptviz.hosting import Policy
 from gptviz.ui_state import AppSettings
+from tests.conftest import TINY_SOURCE, CharTokenizer, tiny_loaded
 from tests.test_plots import STEPS, make_run
 
 
@@ -23,19 +25,6 @@ def test_run_key_ignores_sampling_knobs_only_when_greedy():
     hash(AppSettings().key)
 
 
-def test_test_model_is_offered_and_loaded_only_with_the_env_flag(monkeypatch):
-    monkeypatch.delenv(ui_state.TEST_MODELS_ENV, raising=False)
-    assert ui_state.TEST_MODEL not in ui_state.model_choices(Policy())
-    with pytest.raises(gptviz.ModelLoadError, match=ui_state.TEST_MODELS_ENV):
-        ui_state.load_test_model(ui_state.TEST_MODEL, "float32")
-    monkeypatch.setenv(ui_state.TEST_MODELS_ENV, "1")
-    assert ui_state.TEST_MODEL in ui_state.model_choices(Policy())
-    lm = ui_state.load_test_model(ui_state.TEST_MODEL, "float64")
-    assert lm.info["tied_embeddings"] and next(lm.model.parameters()).dtype.is_floating_point
-    run = gptviz.run(lm.model, lm.tokenizer, "hi there", gptviz.DecodeSettings(max_new_tokens=2))
-    assert run.summary()["same_tokens"]
-
-
 def test_model_choices_follow_the_hosting_policy():
     assert ui_state.model_choices(Policy()) == ["bundled", "gpt2", "distilgpt2", "gpt2-medium", ui_state.LOCAL_CHOICE]
     hosted = Policy.from_env({"GPTVIZ_HOSTED": "1", "GPTVIZ_ALLOWED_MODELS": "bundled,distilgpt2"})
@@ -43,9 +32,23 @@ def test_model_choices_follow_the_hosting_policy():
 
 
 def test_char_tokenizer_round_trips_ascii_ids():
-    tok = ui_state.CharTokenizer(256)
+    tok = CharTokenizer(256)
     ids = tok("Hi!")["input_ids"]
     assert ids == [72, 105, 33] and len(tok.decode(ids)) == 3
+
+
+def test_the_app_offers_no_test_model(monkeypatch):
+    """The tiny test model is the tests' patch of gptviz.load, not something the product ships or lists."""
+    monkeypatch.setenv("GPTVIZ_ALLOW_TEST_MODELS", "1")  # the old switch does nothing any more
+    assert ui_state.model_choices(Policy()) == ["bundled", "gpt2", "distilgpt2", "gpt2-medium", ui_state.LOCAL_CHOICE]
+    assert not hasattr(ui_state, "load_test_model")
+
+
+def test_the_tiny_test_model_runs_through_the_real_engine():
+    lm = tiny_loaded(TINY_SOURCE, "float64")
+    assert lm.info["tied_embeddings"] and next(lm.model.parameters()).dtype == torch.float64
+    run = gptviz.run(lm.model, lm.tokenizer, "hi there", gptviz.DecodeSettings(max_new_tokens=2))
+    assert run.summary()["same_tokens"]
 
 
 def test_step_table_has_a_row_per_step_with_both_modes_top_tokens():

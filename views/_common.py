@@ -15,7 +15,8 @@ import pandas as pd
 import streamlit as st
 
 import gptviz
-from gptviz import inspect, ui_state
+from gptviz import anatomy, cost, ui_state
+from gptviz.decoding import warm_up
 from gptviz.hosting import Policy
 from gptviz.ui_state import AppSettings
 
@@ -32,12 +33,9 @@ def policy() -> Policy:
 @st.cache_resource(show_spinner="Loading the model (once per server)…", max_entries=4)
 def load_model(source: str, dtype: str) -> gptviz.LoadedModel:
     """The only place a model is loaded: once per (source, dtype) for every session of this server."""
-    if source == ui_state.TEST_MODEL:
-        lm = ui_state.load_test_model(source, dtype)
-    else:
-        policy().check_source(source)  # a shared server loads only its allow-listed models
-        lm = gptviz.load(source, dtype, fallback_to_bundled=True, allow_local=policy().allow_local)
-    inspect.warm_up(lm.model, lm.tokenizer)  # else the first run's cached mode pays one-time costs
+    policy().check_source(source)  # a shared server loads only its allow-listed models
+    lm = gptviz.load(source, dtype, fallback_to_bundled=True, allow_local=policy().allow_local)
+    warm_up(lm.model, lm.tokenizer)  # else the first run's cached mode pays one-time costs
     return lm
 
 
@@ -96,10 +94,9 @@ def current() -> Result | None:
 
 
 def _decode_with_progress(settings: AppSettings) -> Result:
-    limits = policy()
-    limits.check_tokens(settings.max_new_tokens)
+    limits = policy().limits
+    decode = settings.decode_settings().validate(limits)  # before loading: nothing to load for a bad request
     lm = load_model(settings.source, settings.dtype)
-    decode = settings.decode_settings()
     total, done, produced = settings.max_new_tokens * len(decode.modes), 0, []
     with st.status(f"Decoding with {lm.name}…", expanded=True) as status:
         bar = st.progress(0.0, text="starting")
@@ -117,7 +114,7 @@ def _decode_with_progress(settings: AppSettings) -> Result:
             if time.perf_counter() - shown_at < 0.12 and not last:
                 return
             shown_at = time.perf_counter()
-            bar.progress(done / total, text=f"{gptviz.MODE_LABELS[mode]}: step {step + 1} of "
+            bar.progress(done / total, text=f"{gptviz.Mode(mode).label}: step {step + 1} of "
                                             f"{settings.max_new_tokens}")
             if mode == "cached":  # tokens appear as the cached decoder chooses them
                 text.text(settings.prompt + "".join(produced))
@@ -125,7 +122,7 @@ def _decode_with_progress(settings: AppSettings) -> Result:
         started = time.perf_counter()
         try:
             run = gptviz.run(lm.model, lm.tokenizer, settings.prompt, decode, model_name=lm.name, on_step=on_step,
-                             memory_budget=limits.memory_budget)
+                             limits=limits)
         except gptviz.DecodeError:
             status.update(label="Could not decode this input", state="error")
             raise
@@ -193,12 +190,12 @@ def hidden_drift(_lm: gptviz.LoadedModel, source: str, dtype: str, token_ids: tu
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def logit_lens(_lm: gptviz.LoadedModel, source: str, dtype: str, text: str, k: int) -> pd.DataFrame:
-    return inspect.logit_lens(_lm.model, _lm.tokenizer, text, k)
+    return anatomy.logit_lens(_lm.model, _lm.tokenizer, text, k)
 
 
 @st.cache_resource(show_spinner="Measuring memory bandwidth…")
-def memory_bandwidth() -> float:
-    return inspect.measure_bandwidth()
+def memory_bandwidth() -> cost.Bandwidth:
+    return cost.measure_bandwidth()
 
 
 def chart(fig, key: str) -> None:

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from gptviz import inspect, plots
+from gptviz import anatomy, plots
 from views import _common as common
 
 st.title("Inside GPT-2")
@@ -24,13 +24,13 @@ cols[3].metric("Vocabulary", f"{info['vocab']:,}")
 cols[4].metric("Parameters", f"{info['parameters'] / 1e6:.2f} M")
 
 st.subheader("Is the output projection a separate matrix?")
-tied = inspect.tied_embeddings(lm.model)
+tied = anatomy.tied_embeddings(lm.model)
 st.write(f"`lm_head.weight is transformer.wte.weight` → **{tied['same_object']}**; same memory address → "
          f"**{tied['same_memory']}**; largest difference → **{tied['max_abs_difference']}**. "
          f"One `{tied['shape'][0]} × {tied['shape'][1]}` matrix serves both as the input embedding and the output "
          f"projection, saving {tied['saved_parameters']:,} parameters.")
 with st.expander("Every weight of the embeddings, block 0 and the head"):
-    st.dataframe(inspect.parameter_shapes(lm.model), hide_index=True, width="stretch")
+    st.dataframe(anatomy.parameter_shapes(lm.model), hide_index=True, width="stretch")
 
 st.subheader("How logits arise: the logit lens")
 text = st.text_area("Text to read (the prompt, so the last row is the run's first token)", value=result.run.prompt,

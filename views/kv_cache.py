@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from gptviz import cost, inspect, plots
+from gptviz import anatomy, cost, plots, registry
 from views import _common as common
 
 st.title("The KV cache: what is remembered, and how big it gets")
@@ -32,22 +32,21 @@ common.chart(plots.kv_allocation(run), key="kv_allocation")
 
 st.subheader("Layout after the last step")
 st.caption(f"`[batch, heads, slots, head_dim]` per layer, read off this run's {trace.cache_kind} cache.")
-st.dataframe(inspect.kv_layout(run), hide_index=True, width="stretch")
+st.dataframe(anatomy.kv_layout(run), hide_index=True, width="stretch")
 
 st.subheader("What if: bigger models, longer texts")
 c1, c2, c3 = st.columns([3, 1, 1])
-names = c1.multiselect("Models", list(cost.GPT2_SHAPES), default=["gpt2", "gpt2-medium", "gpt2-xl"], key="wi_models")
+names = c1.multiselect("Models", list(registry.SHAPES), default=["gpt2", "gpt2-medium", "gpt2-xl"], key="wi_models")
 tokens = c2.number_input("Tokens", 1, 1_000_000, 1024, step=256, key="wi_tokens")
 dtype = c3.selectbox("Number format", ["float16", "float32"], index=1, key="wi_dtype")
 if names:
-    shapes = {n: cost.GPT2_SHAPES[n] for n in names}
+    shapes = {n: registry.SHAPES[n] for n in names}
     common.chart(plots.kv_what_if(shapes, int(tokens), dtype), key="kv_what_if")
     st.dataframe(pd.DataFrame([{
-        "model": n, "layers": s["layers"], "heads": s["heads"], "head_dim": s["d_model"] // s["heads"],
+        "model": n, "layers": s.layers, "heads": s.heads, "head_dim": s.head_dim,
         f"KV cache for {int(tokens):,} tokens (MiB)":
-            cost.kv_bytes(s["layers"], s["heads"], s["d_model"] // s["heads"], int(tokens),
-                          cost.DTYPE_BYTES[dtype]) / 2**20,
-        "beyond its context?": int(tokens) > s["context"]} for n, s in shapes.items()]),
+            cost.kv_bytes(s.layers, s.heads, s.head_dim, int(tokens), cost.DTYPE_BYTES[dtype]) / 2**20,
+        "beyond its context?": int(tokens) > s.context} for n, s in shapes.items()]),
         hide_index=True, width="stretch")
 else:
     st.caption("Pick at least one model.")

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 import gptviz
-from gptviz import cost, inspect, plots
+from gptviz import anatomy, cost, plots
 from views import _common as common
 
 st.title("Timing: flat vs growing")
@@ -25,16 +25,16 @@ if "recompute_seconds" in summary:
     cols[2].metric("Speed-up", f"{summary['speedup']:.1f}×")
 weights = cost.weight_bytes(lm.model)
 bandwidth = common.memory_bandwidth()
-floor = weights / bandwidth
+floor = cost.step_floor_seconds(weights, bandwidth)
 cols[3].metric("Bandwidth floor per cached step", f"{floor * 1000:.2f} ms",
-               help=f"{weights / 2**20:.1f} MiB of weights ÷ {bandwidth / 1e9:.1f} GB/s measured copy bandwidth: "
-                    "a decode step must read every weight at least once.")
+               help=f"{weights / 2**20:.1f} MiB of weights ÷ {bandwidth.read / 1e9:.1f} GB/s measured read bandwidth "
+                    f"(copy: {bandwidth.copy / 1e9:.1f} GB/s): a decode step must read every weight at least once.")
 
 common.chart(plots.step_times(run, floor_seconds=floor), key="step_times")
 st.caption("Wall-clock times on this computer: anything else running on it shows up as spikes. Run again to "
            "see which features are stable.")
 if (run.comparison["step"] > 0).sum() >= 3:
-    fits = inspect.growth_fit(run)
+    fits = anatomy.growth_fit(run)
     common.chart(plots.cumulative_times(run), key="cumulative_times")
     growth = fits.set_index("mode")["per_step_growth"]
     st.caption("How the decode steps grew: the median of the last quarter of steps over the first quarter — "

@@ -1,12 +1,12 @@
 """Look inside a loaded GPT-2 and at a Run: shapes, weight tying, the logit lens, growth fits.
 
+(Named anatomy, not inspect: a module called inspect shadows the standard library's.)
+
 Small, Streamlit-free helpers behind the app's "Inside GPT-2", "KV cache" and "Timing" views;
 every number they return is read off the live model or the run's traces.
 """
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pandas as pd
@@ -107,26 +107,3 @@ def growth_fit(run) -> pd.DataFrame:
                      "last_steps_median": last, "per_step_growth": last / max(first, 1e-12),
                      "total_quadratic_term": quadratic, "total_linear_term": linear})
     return pd.DataFrame(rows)
-
-
-def measure_bandwidth(nbytes: int = 64 * 2**20, repeats: int = 3) -> float:
-    """Bytes per second this machine copies memory (best of ``repeats``): read + write counted."""
-    source = torch.empty(nbytes // 4, dtype=torch.float32).fill_(1.0)  # (n,) 4-byte values
-    target = torch.empty_like(source)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        target.copy_(source)
-        best = min(best, time.perf_counter() - start)
-    return 2 * nbytes / best
-
-
-def warm_up(model, tokenizer, text: str = "Warm up.") -> float:
-    """Decode a few tokens every way, untimed, so a process's first real run pays no one-time costs
-    (allocator growth, lazy kernel setup) in its cached mode, which runs first. Returns seconds spent."""
-    from gptviz.decoding import DecodeSettings, run  # decoding imports this package's siblings
-
-    started = time.perf_counter()
-    for kind in ("dynamic", "static"):
-        run(model, tokenizer, text, DecodeSettings(max_new_tokens=2, cache=kind))
-    return time.perf_counter() - started

@@ -1,4 +1,4 @@
-"""gptviz.inspect on tiny random models and hand-built runs."""
+"""gptviz.anatomy on tiny random models and hand-built runs."""
 
 import copy
 
@@ -7,12 +7,13 @@ import pytest
 import torch
 
 import gptviz
-from gptviz import inspect
+from gptviz import anatomy, cost
+from gptviz.decoding import warm_up
 from tests.test_plots import STEPS, make_run
 
 
 def test_tied_embeddings_on_gpt2_are_one_matrix(tiny_model):
-    tied = inspect.tied_embeddings(tiny_model)
+    tied = anatomy.tied_embeddings(tiny_model)
     assert tied["same_object"] and tied["same_memory"]
     assert tied["max_abs_difference"] == 0.0 and tied["shape"] == (64, 32)
     assert tied["saved_parameters"] == 64 * 32
@@ -21,13 +22,13 @@ def test_tied_embeddings_on_gpt2_are_one_matrix(tiny_model):
 def test_tied_embeddings_tells_a_copied_head_apart(tiny_model):
     untied = copy.deepcopy(tiny_model)
     untied.lm_head.weight = torch.nn.Parameter(untied.transformer.wte.weight.detach().clone() + 1.0)
-    tied = inspect.tied_embeddings(untied)
+    tied = anatomy.tied_embeddings(untied)
     assert not tied["same_object"] and not tied["same_memory"]
     assert tied["max_abs_difference"] == pytest.approx(1.0) and tied["saved_parameters"] == 0
 
 
 def test_logit_lens_last_layer_is_the_models_own_prediction(tiny_model, tokenizer):
-    lens = inspect.logit_lens(tiny_model, tokenizer, "hello world", k=3)
+    lens = anatomy.logit_lens(tiny_model, tokenizer, "hello world", k=3)
     assert sorted(lens["layer"].unique()) == [0, 1, 2]  # embeddings + 2 blocks
     ids = torch.tensor(tokenizer("hello world")["input_ids"])[None]
     probs = tiny_model(ids).logits[0, -1].double().softmax(-1)  # (vocab,)
@@ -40,11 +41,11 @@ def test_logit_lens_last_layer_is_the_models_own_prediction(tiny_model, tokenize
 
 def test_logit_lens_refuses_empty_text(tiny_model, tokenizer):
     with pytest.raises(ValueError, match="at least one token"):
-        inspect.logit_lens(tiny_model, tokenizer, "")
+        anatomy.logit_lens(tiny_model, tokenizer, "")
 
 
 def test_parameter_shapes_lists_embeddings_block_zero_and_the_head(tiny_model):
-    table = inspect.parameter_shapes(tiny_model)
+    table = anatomy.parameter_shapes(tiny_model)
     names = table["name"].tolist()
     assert "transformer.wte.weight" in names and "lm_head.weight" in names
     assert not any(".h.1." in n for n in names)
@@ -55,14 +56,14 @@ def test_parameter_shapes_lists_embeddings_block_zero_and_the_head(tiny_model):
 def test_kv_layout_reads_the_cache_shape_of_a_real_run(tiny_model, tokenizer, kind):
     run = gptviz.run(tiny_model, tokenizer, "abcd", gptviz.DecodeSettings(max_new_tokens=3, cache=kind,
                                                                           modes=("cached",)))
-    layout = inspect.kv_layout(run)
+    layout = anatomy.kv_layout(run)
     slots = 4 + 3 if kind == "static" else 4 + 2  # static: preallocated; dynamic: tokens fed so far
     assert layout["keys"].tolist() == [f"[1, 2, {slots}, 16]"] * 2
     assert layout["tokens held"].tolist() == [6, 6]
 
 
 def test_growth_fit_finds_flat_cached_and_growing_recompute_steps():
-    fits = inspect.growth_fit(make_run()).set_index("mode")
+    fits = anatomy.growth_fit(make_run()).set_index("mode")
     assert fits.loc["cached", "seconds_per_extra_token"] == pytest.approx(0, abs=1e-12)
     assert fits.loc["recompute", "seconds_per_extra_token"] == pytest.approx(0.01)
     assert fits.loc["recompute", "per_step_growth"] == pytest.approx(0.05 / 0.02)
@@ -74,14 +75,18 @@ def test_growth_fit_needs_three_decode_steps():
     run = make_run()
     run.comparison = run.comparison.iloc[: STEPS - 2]
     with pytest.raises(ValueError, match="at least 4 new tokens"):
-        inspect.growth_fit(run)
+        anatomy.growth_fit(run)
 
 
-def test_measure_bandwidth_is_a_plausible_rate():
-    assert 1e8 < inspect.measure_bandwidth(nbytes=8 * 2**20, repeats=2) < 1e13
+def test_measure_bandwidth_gives_plausible_read_and_copy_rates_and_one_floor():
+    bandwidth = cost.measure_bandwidth(nbytes=8 * 2**20, repeats=2)
+    assert 1e8 < bandwidth.read < 1e13 and 1e8 < bandwidth.copy < 1e13
+    # the floor reads every weight once at the *read* rate (not the copy rate)
+    floor = cost.step_floor_seconds(10**9, cost.Bandwidth(read=2e9, copy=8e9))
+    assert floor == pytest.approx(0.5)
 
 
 def test_warm_up_decodes_untimed_and_leaves_the_model_unchanged(tiny_model, tokenizer):
     before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
-    assert inspect.warm_up(tiny_model, tokenizer) > 0
+    assert warm_up(tiny_model, tokenizer) > 0
     assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())

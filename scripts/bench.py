@@ -1,4 +1,4 @@
-"""Benchmark: does instrumentation distort the timings it reports? ``python -m gptviz.bench``.
+"""Benchmark: does instrumentation distort the timings it reports? ``python scripts/bench.py``.
 
 At GPT-2-small shape with random weights (time depends only on shape), each instrumented
 decoder is timed against plain ``model.generate`` on the *same* model object, in the same
@@ -32,35 +32,31 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers import StoppingCriteriaList
 
-from gptviz import cost
-from gptviz.decoding import DecodeSettings, Replay, Sampler, Tape, decode_cached, decode_recompute
-from gptviz.inspect import warm_up
-from gptviz.models import random_model
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere: the library is the checkout's gptviz/
+    sys.path.insert(0, str(ROOT))
 
-GPT2_SMALL = {"layers": 12, "heads": 12, "d_model": 768, "vocab": 50257, "context": 1024}
+from gptviz import cost  # noqa: E402
+from gptviz.decoding import Tape, decode_cached, decode_recompute, warm_up  # noqa: E402
+from gptviz.models import random_model  # noqa: E402
+from gptviz.modes import MODES, Mode, parse_modes  # noqa: E402
+from gptviz.registry import GPT2_SMALL  # noqa: E402
+from gptviz.sampling import Replay, Sampler  # noqa: E402
+from gptviz.settings import DecodeSettings  # noqa: E402
+
 RATIO_TARGET = 1.10  # instrumented ÷ plain
 TRACE_TARGET = 32 * 10**6  # bytes of both stored traces at 256 new tokens
 TRACE_TARGET_TOKENS = 256
 RSS_TARGET = 1.5 * 10**9  # bytes of peak resident memory
 FLOOR_TARGET = 2.0  # cached step ÷ memory-bandwidth floor
-MODES = ("cached", "recompute", "recompute_last")
 # The plain baseline of each mode: generate() keyword arguments.
 PLAIN = {"cached": {"use_cache": True}, "recompute": {"use_cache": False, "logits_to_keep": 0},
          "recompute_last": {"use_cache": False}}
-
-
-class _IdTokenizer:
-    """Random weights have no vocabulary: a token's text is its id, and a prompt is ids separated by spaces."""
-
-    def __call__(self, text: str) -> dict:
-        return {"input_ids": [int(t) for t in text.split()]}
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return " ".join(str(int(i)) for i in ids)
 
 
 @dataclass
@@ -112,7 +108,7 @@ def instrumented(model, prompt: torch.Tensor, n: int, mode: str, tokens: list[in
     if mode == "cached":
         tape = decode_cached(model, prompt, Sampler(DecodeSettings()), n, on_step=on_step)
     else:  # replays the cached mode's tokens, as gptviz.run does
-        tape = decode_recompute(model, prompt, Replay(tokens, len(prompt)), n, 1 if mode == "recompute_last" else 0,
+        tape = decode_recompute(model, prompt, Replay(tokens, len(prompt)), n, Mode(mode).logits_to_keep,
                                 on_step=on_step)
     tape.compact(keep_attention=mode != "recompute_last")
     return tape
@@ -146,19 +142,6 @@ def time_mode(model, prompt: torch.Tensor, n: int, mode: str, repeats: int,
             timed.step_seconds.append(steps)
             timed.seconds.append(sum(steps))
     return plain, inst
-
-
-def memory_bandwidth(mib: int = 256, repeats: int = 5) -> dict[str, float]:
-    """Bytes per second of streaming a large tensor: read-only (a sum) and copy (read + write), best of repeats.
-
-    A decode step only *reads* the weights, so the read rate gives the floor; the copy is shown for reference.
-    """
-    src = torch.ones(mib * 2**20 // 4, dtype=torch.float32)
-    dst = torch.empty_like(src)
-    nbytes = src.numel() * src.element_size()
-    read = min(_clock(lambda: src.sum())[0] for _ in range(repeats))
-    copy = min(_clock(lambda: dst.copy_(src))[0] for _ in range(repeats))
-    return {"read": nbytes / read, "copy": 2 * nbytes / copy}
 
 
 def _decode_worker(model, prompt: torch.Tensor, n: int, barrier: threading.Barrier, seconds: list[float],
@@ -203,7 +186,9 @@ def _verdict(ok: bool) -> str:
 
 
 def id_tokenizer(vocab: int):
-    """A real tokenizer (tokenizers WordLevel, saved and loaded like any other) that does what _IdTokenizer does."""
+    """Random weights have no vocabulary: a token's text is its id, and a prompt is ids separated by spaces.
+
+    A real tokenizer (tokenizers WordLevel), so the session child can save and load it like any other."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -224,7 +209,7 @@ def session_rss(args: argparse.Namespace, n: int, model) -> dict:
     with tempfile.TemporaryDirectory(prefix="gptviz-bench-") as where:
         model.save_pretrained(where)
         id_tokenizer(args.vocab).save_pretrained(where)
-        command = [sys.executable, "-m", "gptviz.bench", "--session-only", str(n), "--session-dir", where,
+        command = [sys.executable, str(Path(__file__).resolve()), "--session-only", str(n), "--session-dir", where,
                    "--vocab", str(args.vocab), "--prompt-tokens", str(args.prompt_tokens), "--seed", str(args.seed),
                    "--threads", str(torch.get_num_threads())]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -236,7 +221,6 @@ def _session_only(args: argparse.Namespace) -> dict:
     import transformers
 
     from gptviz.decoding import run
-    from gptviz.inspect import warm_up
     from gptviz.models import load
 
     transformers.utils.logging.disable_progress_bar()
@@ -283,6 +267,7 @@ def bench(args: argparse.Namespace) -> dict:
     shape = {"layers": args.layers, "heads": args.heads, "d_model": args.d_model, "vocab": args.vocab,
              "context": args.context}
     model = random_model(**shape, seed=args.seed)
+    tokenizer = id_tokenizer(args.vocab)
     # No end-of-text token: generate must run exactly N steps and pick the same argmax as our sampler
     # (with one, min_new_tokens masks it out, and a small random vocabulary does pick it).
     model.generation_config.eos_token_id = None
@@ -299,7 +284,7 @@ def bench(args: argparse.Namespace) -> dict:
         print_header(results)
     with torch.no_grad():
         # The app's warm-up of a freshly loaded model (gptviz.run, both caches), then every timed path once.
-        warm_up(model, _IdTokenizer(), " ".join(map(str, prompt.tolist())))
+        warm_up(model, tokenizer, " ".join(map(str, prompt.tolist())))
         for mode in args.modes:  # warm up every path once (allocator, kernel selection)
             instrumented(model, prompt, 2, mode, plain_generate(model, prompt, 2, "cached"))
             plain_generate(model, prompt, 2, mode)
@@ -314,7 +299,7 @@ def bench(args: argparse.Namespace) -> dict:
                     decode_steps = [s.seconds for s in inst.tape.steps[1:]] or [inst.tape.steps[0].seconds]
                     entry["cached_step_seconds"] = statistics.median(decode_steps)
                     entry["plain_cached_seconds_per_token"] = plain.best / n
-                trace = inst.tape.to_trace("random", _IdTokenizer(), "dynamic" if mode == "cached" else None)
+                trace = inst.tape.to_trace("random", tokenizer, "dynamic" if mode == "cached" else None)
                 entry["modes"][mode] = {
                     "plain_seconds": plain.seconds, "instrumented_seconds": inst.seconds,
                     "plain_step_floor": plain.step_floor, "instrumented_step_floor": inst.step_floor,
@@ -336,9 +321,10 @@ def bench(args: argparse.Namespace) -> dict:
     if args.session_rss:
         results["session"] = session_rss(args, max(args.tokens), model)
     # Last, because its buffers would otherwise set the peak RSS.
-    bandwidth = memory_bandwidth(args.bandwidth_mib)
-    floor = results["weight_bytes"] / bandwidth["read"]
-    results.update({"memory_bandwidth_bytes_per_s": bandwidth, "cached_step_floor_seconds": floor})
+    bandwidth = cost.measure_bandwidth(args.bandwidth_mib * 2**20, repeats=5)
+    floor = cost.step_floor_seconds(results["weight_bytes"], bandwidth)
+    results.update({"memory_bandwidth_bytes_per_s": {"read": bandwidth.read, "copy": bandwidth.copy},
+                    "cached_step_floor_seconds": floor})
     for entry in results["runs"]:
         if "cached_step_seconds" in entry:
             entry["cached_step_vs_floor"] = entry["cached_step_seconds"] / floor
@@ -414,21 +400,20 @@ def _int_list(text: str) -> list[int]:
 
 
 def _mode_list(text: str) -> list[str]:
-    modes = [m.strip() for m in text.split(",") if m.strip()]
-    if not modes or set(modes) - set(MODES):
-        raise argparse.ArgumentTypeError(f"modes are a comma-separated subset of {','.join(MODES)}")
-    # recompute modes replay the cached mode's tokens, so it runs first when asked for
-    return sorted(set(modes), key=MODES.index)
+    try:  # in MODES order: recompute modes replay the cached mode's tokens, so it runs first when asked for
+        return list(parse_modes(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m gptviz.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python scripts/bench.py", description=__doc__.split("\n")[0])
     p.add_argument("--tokens", type=_int_list, default=[128, 256], help="new tokens, comma-separated (128,256)")
-    p.add_argument("--layers", type=int, default=GPT2_SMALL["layers"])
-    p.add_argument("--heads", type=int, default=GPT2_SMALL["heads"])
-    p.add_argument("--d-model", type=int, default=GPT2_SMALL["d_model"])
-    p.add_argument("--vocab", type=int, default=GPT2_SMALL["vocab"])
-    p.add_argument("--context", type=int, default=GPT2_SMALL["context"])
+    p.add_argument("--layers", type=int, default=GPT2_SMALL.layers)
+    p.add_argument("--heads", type=int, default=GPT2_SMALL.heads)
+    p.add_argument("--d-model", type=int, default=GPT2_SMALL.d_model)
+    p.add_argument("--vocab", type=int, default=GPT2_SMALL.vocab)
+    p.add_argument("--context", type=int, default=GPT2_SMALL.context)
     p.add_argument("--prompt-tokens", type=int, default=16)
     p.add_argument("--modes", type=_mode_list, default=list(MODES), help="comma-separated subset of " + ",".join(MODES))
     p.add_argument("--repeats", type=int, default=2, help="interleaved runs per side, recompute modes (2)")

@@ -1,0 +1,44 @@
+"""Choosing the next token so that every mode follows the same sequence.
+
+The cached decoder chooses with a ``Sampler`` (argmax, or one seeded draw after
+transformers' own logits processors); the recompute decoders get a ``Replay`` of its choices.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+from gptviz.settings import DecodeSettings
+
+
+class Sampler:
+    """Chooses the next token: argmax, or a seeded draw after transformers' logits processors."""
+
+    def __init__(self, settings: DecodeSettings):
+        self.greedy = settings.sampling == "greedy"
+        self.processors = LogitsProcessorList()
+        if not self.greedy:  # same order as model.generate: temperature, top-k, top-p
+            if settings.temperature != 1.0:
+                self.processors.append(TemperatureLogitsWarper(settings.temperature))
+            if settings.top_k:
+                self.processors.append(TopKLogitsWarper(settings.top_k))
+            if settings.top_p < 1.0:
+                self.processors.append(TopPLogitsWarper(settings.top_p))
+        self.generator = torch.Generator().manual_seed(settings.seed)
+
+    def __call__(self, sequence: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        if self.greedy:
+            return logits.argmax()
+        scores = self.processors(sequence[None], logits[None].float())  # (1, vocab)
+        return torch.multinomial(scores.softmax(-1), 1, generator=self.generator)[0, 0]
+
+
+class Replay:
+    """Feeds back a fixed token sequence, so a second mode follows the first one's choices."""
+
+    def __init__(self, tokens: list[int], prompt_len: int):
+        self.tokens, self.prompt_len = tokens, prompt_len
+
+    def __call__(self, sequence: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(self.tokens[len(sequence) - self.prompt_len])

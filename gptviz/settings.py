@@ -1,0 +1,127 @@
+"""What a run is asked to do, its defaults, and the one place it is validated.
+
+The command line, the app and the hosting policy all build a ``DecodeSettings`` and call
+``validate``: once with no model (every choice in range, within the server's ``Limits``),
+and ``decoding.run`` calls it again with the prompt length and model shape (fits the
+context and the memory budget). Add a new check to ``validate``; every caller gets it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from gptviz import cost
+from gptviz.modes import MODES, Mode
+
+NEW_TOKENS = 24  # default tokens to generate
+APP_MAX_NEW_TOKENS = 512  # the app's cap per run on a private server (hosted servers set their own)
+MEMORY_BUDGET = 512 * 2**20  # default bytes of attention one run may hold (see cost.run_memory_bytes)
+SAMPLINGS = ("greedy", "sample")
+CACHES = ("dynamic", "static")
+DTYPES = ("float32", "float64")  # compute dtypes a model can be loaded in
+
+
+class DecodeError(ValueError):
+    """Inputs that cannot be decoded; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one run may use on this server (hosting.Policy gives a shared server tighter ones)."""
+
+    max_new_tokens: int | None = None  # hard cap per run on top of the model's context (None: only the context)
+    memory_budget: int = MEMORY_BUDGET  # bytes of attention one run may hold (cost.run_memory_bytes)
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    max_new_tokens: int = NEW_TOKENS  # tokens to generate after the prompt
+    sampling: Literal["greedy", "sample"] = "greedy"  # argmax, or draw from the processed distribution
+    temperature: float = 1.0  # sampling only: divides the logits (> 0)
+    top_k: int = 0  # sampling only: keep the k best tokens (0 = off)
+    top_p: float = 1.0  # sampling only: keep the smallest set with probability >= p (1 = off)
+    seed: int = 0  # seeds the one sampler that chooses tokens for every mode
+    cache: Literal["dynamic", "static"] = "dynamic"  # growing DynamicCache or preallocated StaticCache
+    modes: tuple[Mode, ...] = MODES  # which decoders to run; cached first (it chooses the tokens)
+    record_attention: bool = True  # keep attention maps (the memory-heavy part of a trace)
+
+    def validate(self, limits: Limits = Limits(), *, prompt_len: int | None = None,
+                 shape: cost.Shape | None = None, value_bytes: int = 4) -> DecodeSettings:
+        """Raise DecodeError with the fix for anything that would fail or blow up mid-run; else return self.
+
+        Without ``prompt_len`` and ``shape`` (no model loaded yet) only the model-free checks run.
+
+        >>> try:
+        ...     DecodeSettings(max_new_tokens=40).validate(Limits(max_new_tokens=32))
+        ... except DecodeError as error:
+        ...     print(error)
+        this server allows at most 32 new tokens per run (asked for 40).
+        """
+        _check_choices(self)
+        _check_limits(self, limits)
+        if prompt_len is not None and shape is not None:
+            _check_fits(self, prompt_len, shape.context)
+            _check_memory(self, prompt_len, shape, value_bytes, limits.memory_budget)
+        return self
+
+    def normalized(self) -> DecodeSettings:
+        """Equal for settings that must give the same run: sampling knobs cannot change a greedy one."""
+        if self.sampling == "greedy":
+            return replace(self, temperature=1.0, top_k=0, top_p=1.0, seed=0)
+        return self
+
+
+def _whole(value, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _check_choices(s: DecodeSettings) -> None:
+    if not _whole(s.max_new_tokens, 1):
+        raise DecodeError(f"max new tokens must be a whole number ≥ 1, got {s.max_new_tokens!r}.")
+    if s.sampling not in SAMPLINGS:
+        raise DecodeError(f"sampling must be 'greedy' or 'sample', got {s.sampling!r}.")
+    if s.sampling == "sample":
+        if not s.temperature > 0:
+            raise DecodeError(f"temperature must be > 0 (got {s.temperature}); for deterministic output "
+                              "choose greedy decoding.")
+        if not _whole(s.top_k, 0):
+            raise DecodeError(f"top-k must be a whole number ≥ 0 (0 turns it off), got {s.top_k!r}.")
+        if not 0 < s.top_p <= 1:
+            raise DecodeError(f"top-p must be in (0, 1] (1 turns it off), got {s.top_p}.")
+    if not _whole(s.seed, 0):
+        raise DecodeError(f"seed must be a whole number ≥ 0, got {s.seed!r}.")
+    if s.cache not in CACHES:
+        raise DecodeError(f"cache must be 'dynamic' or 'static', got {s.cache!r}.")
+    if not s.modes or s.modes[0] != Mode.CACHED or set(s.modes) - set(MODES) or len(set(s.modes)) != len(s.modes):
+        raise DecodeError(f"modes must start with 'cached' (it chooses the tokens), got {s.modes!r}.")
+
+
+def _check_limits(s: DecodeSettings, limits: Limits) -> None:
+    if limits.max_new_tokens is not None and s.max_new_tokens > limits.max_new_tokens:
+        raise DecodeError(f"this server allows at most {limits.max_new_tokens} new tokens per run "
+                          f"(asked for {s.max_new_tokens}).")
+
+
+def _check_fits(s: DecodeSettings, prompt_len: int, context: int) -> None:
+    if prompt_len < 1:
+        raise DecodeError("the prompt is empty: type some text to continue.")
+    if prompt_len >= context:
+        raise DecodeError(f"the prompt is {prompt_len} tokens but the model's context is {context}: "
+                          f"shorten it to at most {context - 1} tokens.")
+    if prompt_len + s.max_new_tokens > context:
+        raise DecodeError(f"prompt ({prompt_len} tokens) + max new tokens ({s.max_new_tokens}) exceeds the "
+                          f"model's context of {context}: at most {context - prompt_len} new tokens fit.")
+
+
+def _check_memory(s: DecodeSettings, prompt_len: int, shape: cost.Shape, value_bytes: int, budget: int) -> None:
+    if not s.record_attention:
+        return
+    tokens = prompt_len + s.max_new_tokens
+    need = cost.run_memory_bytes(shape, tokens, value_bytes)
+    if need > budget:
+        fits = (t for t in range(1, tokens + 1) if cost.run_memory_bytes(shape, t, value_bytes) <= budget)
+        fit = max(fits, default=0)
+        raise DecodeError(f"keeping every attention map for {tokens} tokens needs {need / 2**20:.0f} MiB, over "
+                          f"this server's budget of {budget / 2**20:.0f} MiB: use at most "
+                          f"{max(fit - prompt_len, 0)} new tokens with this prompt.")
