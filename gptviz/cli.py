@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_non_negative_int, default=None, help="sampling only: 0 turns it off (default)")
     p.add_argument("--top-p", type=_finite_float, default=None, help="sampling only: in (0, 1], 1 is off (default)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the sampler (default 0)")
-    p.add_argument("--dtype", choices=DTYPES, default="float32",
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
                    help="compute dtype; float64 shrinks the cached/recompute gap to ~1e-13 (default float32)")
     p.add_argument("--cache", choices=CACHES, default="dynamic",
                    help="growing DynamicCache or preallocated StaticCache (default dynamic)")

@@ -21,13 +21,13 @@ from transformers import AutoConfig, AutoTokenizer, GPT2LMHeadModel, PreTrainedT
 
 from gptviz.instrument import ATTN_IMPLEMENTATION
 from gptviz.registry import BUNDLED, BUNDLED_DIR, BUNDLED_NAME, HUB_MODELS, canonical_hub_id
+from gptviz.settings import DTYPES
 
 __all__ = ["BUNDLED", "BUNDLED_DIR", "HUB_MODELS", "LoadedModel", "ModelLoadError", "canonical_hub_id", "load",
            "loaded_model", "random_model"]
 
 HUB_HOST = "huggingface.co"
 WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 SUPPORTED = (f"'{BUNDLED}', a Hub id ({', '.join(HUB_MODELS)}), or a local directory holding a "
              "GPT-2-family checkpoint in Hugging Face format (config.json + model.safetensors)")
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
+import torch
+
 from gptviz import cost
 from gptviz.modes import MODES, Mode
 
@@ -19,7 +21,7 @@ APP_MAX_NEW_TOKENS = 512  # the app's cap per run on a private server (hosted se
 MEMORY_BUDGET = 512 * 2**20  # default bytes of attention one run may hold (see cost.run_memory_bytes)
 SAMPLINGS = ("greedy", "sample")
 CACHES = ("dynamic", "static")
-DTYPES = ("float32", "float64")  # compute dtypes a model can be loaded in
+DTYPES = {"float32": torch.float32, "float64": torch.float64}  # compute dtypes a model can be loaded in
 
 
 class DecodeError(ValueError):

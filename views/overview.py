@@ -51,7 +51,7 @@ with st.expander("Download the traces"):
                "`gptviz.Trace.from_json`).")
     for mode, trace in run.traces.items():
         c1, c2, c3 = st.columns([2, 1, 1])
-        c1.write(gptviz.MODE_LABELS[mode])
+        c1.write(gptviz.Mode(mode).label)
         # Callables: a trace is serialised only when its button is clicked, not on every rerun.
         c2.download_button("CSV", lambda t=trace: t.to_frame().to_csv(index=False), f"gptviz-{mode}.csv",
                            "text/csv", key=f"csv_{mode}", on_click="ignore")

@@ -38,10 +38,10 @@ if (run.comparison["step"] > 0).sum() >= 3:
     common.chart(plots.cumulative_times(run), key="cumulative_times")
     growth = fits.set_index("mode")["per_step_growth"]
     st.caption("How the decode steps grew: the median of the last quarter of steps over the first quarter — "
-               + ", ".join(f"{gptviz.MODE_LABELS[m]} {g:.1f}×" for m, g in growth.items())
+               + ", ".join(f"{gptviz.Mode(m).label} {g:.1f}×" for m, g in growth.items())
                + ". Flat is ≈1×; a linear per-step cost makes the total quadratic.")
     st.dataframe(pd.DataFrame({
-        "mode": fits["mode"].map(gptviz.MODE_LABELS),
+        "mode": fits["mode"].map(lambda m: gptviz.Mode(m).label),
         "ms per extra token (slope)": fits["seconds_per_extra_token"] * 1e3,
         "last ÷ first steps": fits["per_step_growth"], "total: s per n²": fits["total_quadratic_term"],
         "total: s per n": fits["total_linear_term"]}), hide_index=True, width="stretch")

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 import pandas as pd
 from transformers import AutoConfig
 
-from gptviz import cost
+from gptviz import cost, registry
 from gptviz.lab.settings import LabError
 
 # A few well-known configs, as their config.json files publish them (attention fields only).
 KNOWN_CONFIGS: dict[str, dict] = {
-    **{f"openai-community/{n}" if n != "distilgpt2" else "distilbert/distilgpt2":
-       {"model_type": "gpt2", "n_layer": s["layers"], "n_head": s["heads"], "n_embd": s["d_model"],
-        "n_positions": s["context"], "torch_dtype": "float32"} for n, s in cost.GPT2_SHAPES.items()},
+    **{m.repo_id: {"model_type": "gpt2", "n_layer": m.shape.layers, "n_head": m.shape.heads,
+                   "n_embd": m.shape.d_model, "n_positions": m.shape.context, "torch_dtype": "float32"}
+       for m in registry.HUB.values()},
     "meta-llama/Meta-Llama-3-8B": {"model_type": "llama", "num_hidden_layers": 32, "num_attention_heads": 32,
                                    "num_key_value_heads": 8, "hidden_size": 4096, "max_position_embeddings": 8192,
                                    "torch_dtype": "bfloat16"},
