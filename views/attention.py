@@ -22,7 +22,11 @@ if trace is None or trace.attention is None:
 c1, c2, c3 = st.columns([1, 1, 3])
 layer = c1.selectbox("Layer", range(trace.layers), key="layer", bind=common.URL)
 head = c2.selectbox("Head", range(trace.heads), key="head", bind=common.URL)
-step = c3.slider("Step", 0, len(trace.steps) - 1, 0, key="step", bind=common.URL)
+if len(trace.steps) > 1:
+    step = c3.slider("Step", 0, len(trace.steps) - 1, 0, key="step", bind=common.URL)
+else:  # a 1-token run has only the prefill step: nothing to slide through
+    step = 0
+    c3.caption("Step 0 is this run's only step (1 new token): generate more to step through.")
 
 row = run.comparison.iloc[step]
 m1, m2, m3 = st.columns(3)

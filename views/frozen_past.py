@@ -19,8 +19,14 @@ ids = tuple(run.cached.prompt_ids + run.cached.token_ids)
 if len(ids) < 3:
     st.info("Need at least 3 tokens (prompt + generated) to measure drift.")
     st.stop()
-points = st.slider("Prefix lengths to test", 2, min(32, len(ids) - 2), min(8, len(ids) - 2), key="drift_points",
-                   help="each one runs the model twice with and twice without the mask")
+most = min(32, len(ids) - 2)  # prefixes of 2 .. len(ids) - 1 tokens, each with one token appended
+if most > 1:
+    points = st.slider("Prefix lengths to test", 1, most, min(8, most), key="drift_points",
+                       help="each one runs the model twice with and twice without the mask")
+else:
+    points = 1
+    st.caption("One prefix length to test (a prefix of 2 tokens, then the third appended): generate more tokens "
+               "to test more.")
 drift = common.hidden_drift(lm, result.settings.source, result.settings.dtype, ids, points)
 
 masked = drift[drift["causal"]]["drift"].max()
