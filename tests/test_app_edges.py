@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from gptviz import ui_state
+from tests.conftest import TINY_SOURCE
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 PAGES = ["views/overview.py", "views/side_by_side.py", "views/attention.py", "views/kv_cache.py", "views/timing.py",
@@ -13,15 +13,14 @@ PAGES = ["views/overview.py", "views/side_by_side.py", "views/attention.py", "vi
 
 
 @pytest.fixture(autouse=True)
-def _test_models(monkeypatch):
-    monkeypatch.setenv(ui_state.TEST_MODELS_ENV, "1")
+def _test_models(monkeypatch, tiny_gpt2):
     monkeypatch.chdir(APP.parent)
 
 
 def visit_every_page(params: dict) -> dict[str, AppTest]:
     """One session: decode once, then open every page on that result; page -> the AppTest after it ran."""
     at = AppTest.from_file(str(APP), default_timeout=120)
-    at.query_params.update({"model": ui_state.TEST_MODEL, **params})
+    at.query_params.update({"model": TINY_SOURCE, **params})
     seen = {}
     for page in PAGES:
         at.switch_page(page).run()
