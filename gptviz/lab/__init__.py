@@ -25,14 +25,23 @@ from gptviz.lab.calculator import KNOWN_CONFIGS, KVSize, kv_size
 from gptviz.lab.paged import PagedResult, block_table
 from gptviz.lab.precision import PrecisionResult, precision_study
 from gptviz.lab.prefix import PrefixResult, shared_prefix
-from gptviz.lab.settings import BACKENDS, PRECISIONS, LabError, LabSettings, Variant, check, quanto_missing
+from gptviz.lab.settings import (
+    BACKENDS,
+    PRECISIONS,
+    LabError,
+    LabSettings,
+    Variant,
+    check,
+    quanto_missing,
+    suggested_groups,
+)
 from gptviz.lab.settings import variants as plan
 from gptviz.lab.variants import VariantResult, greedy, run_variant
 
 __all__ = [
     "BACKENDS", "KNOWN_CONFIGS", "PRECISIONS", "GroupedKVLayer", "KVSize", "LabError", "LabReport", "LabSettings",
     "PagedResult", "PrecisionResult", "PrefixResult", "SinkWindowLayer", "Variant", "VariantResult", "build",
-    "check", "kv_size", "measured_bytes", "quanto_missing", "run",
+    "check", "kv_size", "measured_bytes", "quanto_missing", "run", "suggested_groups",
 ]
 
 

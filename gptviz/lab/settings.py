@@ -39,6 +39,11 @@ class Variant:
     q_group_size: int = 0
 
 
+def suggested_groups(heads: int) -> int:
+    """A GQA what-if worth showing: half as many K/V heads (1 group, i.e. MQA, for an odd head count)."""
+    return heads // 2 if heads % 2 == 0 else 1
+
+
 def quanto_missing() -> str | None:
     """None when optimum-quanto can be used, else why not (shown on the page)."""
     if importlib.util.find_spec("optimum") is None or importlib.util.find_spec("optimum.quanto") is None:
