@@ -21,6 +21,7 @@ PAGES = [
     st.Page("views/timing.py", title="Timing", icon=":material/timer:"),
     st.Page("views/frozen_past.py", title="Why the past is frozen", icon=":material/ac_unit:"),
     st.Page("views/inside_gpt2.py", title="Inside GPT-2", icon=":material/account_tree:"),
+    st.Page("views/cache_lab.py", title="Cache lab", icon=":material/science:"),
 ]
 page = st.navigation(PAGES)
 

@@ -22,6 +22,7 @@ PAGES = {
     "views/timing.py": (["Cached, total", "Recompute, total", "Bandwidth floor per cached step"], 5),
     "views/frozen_past.py": (["Largest drift with the causal mask", "Largest drift without the mask"], 1),
     "views/inside_gpt2.py": (["Blocks (layers)", "Parameters"], 1),
+    "views/cache_lab.py": (["Shared prefix", "Max |Δlogit| vs fresh prefill", "Prefill, prefix reused"], 4),
 }
 
 

@@ -160,6 +160,17 @@ def test_calculator_caps_sliding_window_layers():
     assert lab.kv_size(mixed, 10_000).total == 2 * 8 * 128 * 2 * (16 * 10_000 + 16 * 4096)
 
 
+@pytest.mark.parametrize("config, message", [
+    ({"model_type": "llama", "hidden_size": 4096}, "num_hidden_layers"),  # never a class default
+    ({"n_head": 12, "n_embd": 768, "model_type": "gpt2"}, "n_layer"),
+    ({"num_hidden_layers": 2}, "not a usable config.json"),
+    ([1, 2], "one JSON object"),
+])
+def test_calculator_refuses_configs_without_a_shape(config, message):
+    with pytest.raises(lab.LabError, match=message):
+        lab.kv_size(config, 10)
+
+
 def test_paged_blocks_share_full_prefix_blocks_and_copy_the_block_where_sequences_part():
     seqs = {"a": list(range(10)), "b": list(range(6)) + [99, 98, 97], "c": [5, 5]}
     table = paged.block_table(seqs, block_size=4, context=32, bytes_per_token=10)

@@ -20,6 +20,7 @@ import pandas as pd
 from transformers import DynamicCache
 
 from gptviz import cost
+from gptviz.lab import text
 from gptviz.lab.caches import GroupedKVLayer, SinkWindowLayer, build, measured_bytes
 from gptviz.lab.calculator import KNOWN_CONFIGS, KVSize, kv_size
 from gptviz.lab.paged import PagedResult, block_table
@@ -41,7 +42,7 @@ from gptviz.lab.variants import VariantResult, greedy, run_variant
 __all__ = [
     "BACKENDS", "KNOWN_CONFIGS", "PRECISIONS", "GroupedKVLayer", "KVSize", "LabError", "LabReport", "LabSettings",
     "PagedResult", "PrecisionResult", "PrefixResult", "SinkWindowLayer", "Variant", "VariantResult", "build",
-    "check", "kv_size", "measured_bytes", "quanto_missing", "run", "suggested_groups",
+    "check", "kv_size", "measured_bytes", "quanto_missing", "run", "suggested_groups", "text",
 ]
 
 

@@ -70,15 +70,29 @@ class KVSize:
                               "if counted with query heads": self.total_if_query_heads}])
 
 
+def _require(parsed, given: dict) -> None:
+    """The shape must come from the file, never from a config class's defaults."""
+    needed = ["num_hidden_layers", "num_attention_heads"]
+    if not given.get("head_dim"):
+        needed.append("hidden_size")
+    for name in needed:
+        aliases = {name, parsed.attribute_map.get(name, name)}  # GPT-2 says n_layer, n_head, n_embd
+        if not aliases & set(given):
+            raise LabError(f"the config has no {' / '.join(sorted(aliases))}: the KV size needs it.")
+
+
 def kv_size(config: dict, tokens: int, dtype: str | None = None) -> KVSize:
     """The KV cache of a model described by ``config`` (a parsed config.json) holding ``tokens`` tokens."""
     if not isinstance(tokens, int) or tokens < 1:
         raise LabError(f"tokens must be a whole number ≥ 1, got {tokens!r}.")
+    if not isinstance(config, dict):
+        raise LabError("a config.json holds one JSON object ({...}), got " + type(config).__name__ + ".")
     fields = dict(config)
     try:
         parsed = AutoConfig.for_model(fields.pop("model_type", None), **fields)
     except (ValueError, TypeError, KeyError) as exc:
         raise LabError(f"not a usable config.json: {exc}".split("\n")[0]) from exc
+    _require(parsed, config)
     dtype = dtype or str(fields.get("torch_dtype") or fields.get("dtype") or "float32")
     if dtype not in cost.DTYPE_BYTES:
         raise LabError(f"unknown number format {dtype!r}: choose from {', '.join(cost.DTYPE_BYTES)}.")

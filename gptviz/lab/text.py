@@ -1,0 +1,38 @@
+"""What the lab's numbers mean, in words that quote this run's measurements (markdown)."""
+
+from __future__ import annotations
+
+
+def variants(report) -> str:
+    by_kind = {v.variant.kind: v for v in report.variants}
+    lines = []
+    if "window" in by_kind:
+        w = by_kind["window"]
+        parted = "never parts from the exact text" if w.first_divergence is None else \
+            f"first picks another token at step {w.first_divergence}"
+        lines.append(f"**Sliding window ({w.variant.window} tokens):** exact while the whole text fits in the "
+                     f"window, then old tokens fall out and the logits drift (max |Δlogit| "
+                     f"{max(w.deltas.max_abs):.2g}); left to choose its own tokens it {parted}. Its bytes stop "
+                     f"growing at {w.variant.window - 1} stored tokens.")
+    if "sinks" in by_kind:
+        s = by_kind["sinks"]
+        lines.append(f"**Attention sinks ({s.variant.sinks} + window):** keeping the first tokens too (StreamingLLM) "
+                     f"gives max |Δlogit| {max(s.deltas.max_abs):.2g}. GPT-2 adds *learned absolute positions* to "
+                     "its input, so a kept key already carries its position and needs no change; a rotary model "
+                     "(Llama, Mistral) rotates keys by position and must re-rotate the keys it keeps.")
+    if "gqa" in by_kind:
+        g = by_kind["gqa"]
+        lines.append(f"**GQA what-if ({g.variant.groups} K/V groups):** mean-pooling K/V heads without retraining "
+                     f"keeps {100 * sum(g.deltas.agrees) / len(g.deltas.agrees):.0f}% of the argmax choices; real "
+                     "GQA models are trained (or uptrained) that way, which is how they stay accurate.")
+    return "\n\n".join(lines)
+
+
+def precision(report) -> str:
+    gaps = {r.dtype: max(r.cached_vs_recompute) for r in report.precision.rows}
+    listed = ", ".join(f"{name} {gap:.1e}" for name, gap in gaps.items())
+    return ("The cached and the recompute decoders do the same arithmetic on paper. In practice a cached step "
+            "multiplies one row by the weights while a recompute step multiplies the whole sequence at once, and "
+            "matmul kernels of different shapes add the same products in a different order; every format rounds "
+            f"each partial sum, so the two answers differ by about that format's rounding: {listed} (largest "
+            "|Δlogit| over the run). Only the order of additions changed, so float64 is tiny but not always zero.")

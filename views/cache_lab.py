@@ -1,0 +1,85 @@
+"""Cache lab: what quantized, windowed, sink, shared-prefix, paged and grouped-query caches cost and buy."""
+
+import json
+
+import streamlit as st
+
+from gptviz import lab
+from gptviz.lab import figures
+from views import _common as common
+
+
+@st.cache_data(show_spinner="Running every cache variant on this model (once per settings, for everyone)…",
+               max_entries=16)
+def lab_report(_lm, source: str, dtype: str, settings: lab.LabSettings) -> lab.LabReport:
+    return lab.run(_lm.model, _lm.tokenizer, settings)
+
+
+st.title("Cache lab: what a smaller KV cache costs")
+common.intro(
+    "Real servers shrink the KV cache: fewer bits, a window of recent tokens, shared prefixes, fewer K/V heads. "
+    "Each variant below is a real transformers cache object run on **this** model and fed **the same tokens** as "
+    "the exact cache, so every step compares like for like; its bytes are read off the cache's own tensors."
+)
+result = common.require()
+lm = common.loaded(result)
+heads, context = lm.model.config.n_head, lm.model.config.n_positions
+c = st.columns(5)
+window = c[0].number_input("Window W", 0, 100_000, min(24, context), key="lab_window",
+                           help="tokens each new token attends to, itself included")
+sinks = c[1].number_input("Sinks S", 0, 100_000, 4, key="lab_sinks", help="first tokens kept beside the window")
+groups = c[2].number_input("GQA groups G", 1, 1024, lab.suggested_groups(heads), key="lab_groups",
+                           help=f"K/V heads after mean-pooling; must divide the model's {heads} heads")
+backends = c[3].multiselect("Quantized KV", lab.BACKENDS, default=list(lab.BACKENDS), key="lab_backends")
+block = c[4].slider("Block size", 0, 64, 16, key="lab_block", help="tokens per paged KV block")
+s = result.settings
+settings = lab.LabSettings(prompt=s.prompt, max_new_tokens=s.max_new_tokens, window=int(window), sinks=int(sinks),
+                           groups=int(groups), backends=tuple(backends))
+try:
+    report = lab_report(lm, s.source, s.dtype, settings)
+    paged = report.paged(int(block))
+    st.session_state["lab_good"] = (s.source, s.dtype, settings, int(block))
+except lab.LabError as exc:
+    st.error(f"**Cannot run this:** {exc}")
+    good = st.session_state.get("lab_good")
+    if good is None or good[:2] != (s.source, s.dtype):
+        st.stop()
+    report = lab_report(lm, *good[:3])  # the last good result, straight from the cache
+    paged = report.paged(good[3])
+st.caption(f"{len(report.exact_tokens)} tokens after a {len(report.prompt_ids)}-token prompt; computed in "
+           f"{report.seconds:.1f} s, shared by every session asking for these settings.")
+for backend, reason in report.missing.items():
+    st.info(f"**{backend}** left out: {reason}")
+st.dataframe(report.summary(), hide_index=True, width="stretch")
+common.chart(figures.drift(report), key="lab_drift")
+common.chart(figures.cache_bytes(report), key="lab_bytes")
+st.markdown(lab.text.variants(report))
+
+st.subheader("Precision: why cached ≠ recomputed")
+st.dataframe(report.precision.summary(), hide_index=True, width="stretch")
+common.chart(figures.precision_gap(report.precision), key="lab_precision")
+st.markdown(lab.text.precision(report))
+
+st.subheader("Shared prefix: prefill once, continue twice")
+p = report.prefix
+m = st.columns(4)
+m[0].metric("Shared prefix", f"{p.shared_tokens} tokens", help=f"{p.prefix_bytes:,} B of KV held once")
+m[1].metric("Max |Δlogit| vs fresh prefill", f"{max(p.max_abs):.1e}")
+m[2].metric("Prefill, both fresh", f"{p.fresh_seconds * 1e3:.1f} ms")
+m[3].metric("Prefill, prefix reused", f"{p.reused_seconds * 1e3:.1f} ms")
+st.dataframe(p.to_frame(), hide_index=True, width="stretch")
+
+st.subheader("Paged blocks: reserve per block, not per maximum length")
+st.dataframe(paged.summary(), hide_index=True, width="stretch")
+common.chart(figures.block_table(paged), key="lab_blocks")
+
+st.subheader("KV size of any model: count K/V heads, not query heads")
+k = st.columns([3, 1])
+name = k[0].selectbox("A known config", list(lab.KNOWN_CONFIGS), index=len(lab.KNOWN_CONFIGS) - 3, key="lab_cfg")
+tokens = k[1].number_input("Tokens", 1, 10_000_000, 8192, key="lab_tokens")
+pasted = st.text_area("…or paste a config.json", key="lab_json", height=80)
+try:
+    size = lab.kv_size(json.loads(pasted) if pasted.strip() else lab.KNOWN_CONFIGS[name], int(tokens))
+    st.dataframe(size.to_frame(), hide_index=True, width="stretch")
+except (lab.LabError, json.JSONDecodeError) as exc:
+    st.error(f"**Cannot size this config:** {exc}")
