@@ -1,5 +1,7 @@
 """Cache lab: each variant's invariant holds where it should, and visibly breaks where it should not."""
 
+import json
+
 import pytest
 import torch
 from transformers import DynamicCache
@@ -214,3 +216,29 @@ def test_bad_settings_say_what_to_change(bundled, change, message):
         lab.run(bundled.model, bundled.tokenizer, bad)
     with pytest.raises(lab.LabError, match="block size"):
         paged.block_table({"a": [1]}, 0, 8, 1)
+
+
+def test_cli_lab_json_has_the_reports_figures(capsys):
+    from gptviz import cli
+
+    assert cli.main(["lab", "--prompt", "ROMEO.\n", "--max-new-tokens", "6", "--window", "5", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["seconds"] > 0 and data["new_tokens"] == 6 and data["settings"]["groups"] == 3
+    names = [v["variant"] for v in data["variants"]]
+    assert names == ["fp8", "quanto-int4", "quanto-int2", "window 5", "sinks 4 + window 5", "GQA 3 groups"]
+    assert all(v["bytes measured"] == v["bytes formula"] for v in data["variants"])
+    assert len(data["steps"]) == 6 * 6 and {p["dtype"] for p in data["precision"]} == set(lab.PRECISIONS)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backends", "fp8,int3"], "unknown quantization backend 'int3'"),
+    (["--window", "0"], "window must be a whole number ≥ 2"),
+    (["--groups", "4"], "do not divide the model's 6 heads"),
+    (["--block-size", "0"], "block size must be a whole number ≥ 1"),
+])
+def test_cli_lab_bad_settings_print_one_line(capsys, args, message):
+    from gptviz import cli
+
+    assert cli.main(["lab", "--prompt", "ROMEO.", "--max-new-tokens", "3", *args]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

@@ -5,19 +5,18 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from gptviz import ui_state
+from tests.conftest import TINY_SOURCE
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 TIMEOUT = 120
 
 
 @pytest.fixture(autouse=True)
-def _test_models(monkeypatch):
-    monkeypatch.setenv(ui_state.TEST_MODELS_ENV, "1")
+def _test_models(monkeypatch, tiny_gpt2):
     monkeypatch.chdir(APP.parent)
 
 
-def lab_page(model: str = ui_state.TEST_MODEL) -> AppTest:
+def lab_page(model: str = TINY_SOURCE) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.query_params.update({"model": model, "new": "12"})
     at.run()

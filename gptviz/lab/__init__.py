@@ -101,7 +101,7 @@ def run(model, tokenizer, settings: LabSettings = LabSettings()) -> LabReport:
     """Every variant on ``settings.prompt``; raises LabError with the fix for settings that cannot run."""
     started = time.perf_counter()
     config = model.config
-    check(settings, config)
+    settings = check(settings, config)
     prompt_ids = tokenizer(settings.prompt)["input_ids"]
     _check_lengths(settings, len(prompt_ids), config.n_positions)
     tokens, logits, sizes = greedy(model, prompt_ids, settings.max_new_tokens, DynamicCache(config=config))

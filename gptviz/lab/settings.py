@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from gptviz.settings import NEW_TOKENS
 
 BACKENDS = ("fp8", "quanto-int4", "quanto-int2")  # quantized-KV backends the lab knows
 PRECISIONS = ("float64", "float32", "bfloat16", "float16")
@@ -17,10 +19,10 @@ class LabError(ValueError):
 @dataclass(frozen=True)
 class LabSettings:
     prompt: str = "ROMEO.\n"  # the prompt every variant continues (same tokens as the exact run)
-    max_new_tokens: int = 48  # tokens the exact run chooses (greedy), then every variant is fed
+    max_new_tokens: int = NEW_TOKENS  # tokens the exact run chooses (greedy), then every variant is fed
     window: int = 24  # sliding window: tokens each new token attends to, itself included (≥ 2)
     sinks: int = 4  # attention sinks: first tokens kept forever beside the window (0 = plain window)
-    groups: int = 2  # GQA what-if: K/V head groups (must divide the model's head count)
+    groups: int | None = None  # GQA what-if: K/V head groups dividing the head count (None: suggested_groups)
     backends: tuple[str, ...] = BACKENDS  # quantized KV caches to try
     residual_length: int = 16  # quanto: newest tokens kept unquantized before a flush
     block_size: int = 16  # paged KV: tokens per block
@@ -70,8 +72,8 @@ def variants(settings: LabSettings, head_dim: int) -> tuple[list[Variant], dict[
     return out, missing
 
 
-def check(settings: LabSettings, config) -> None:
-    """Raise LabError with the fix for any setting the model cannot run."""
+def check(settings: LabSettings, config) -> LabSettings:
+    """Raise LabError with the fix for any setting the model cannot run; else the settings, made concrete."""
     s, context, heads = settings, config.n_positions, config.n_head
     _whole(s.max_new_tokens, "max new tokens", 1)
     _whole(s.window, "the window", 2, "(a window of 1 keeps no past at all)")
@@ -81,6 +83,8 @@ def check(settings: LabSettings, config) -> None:
     _whole(s.sinks, "sinks", 0)
     if s.sinks + s.window > context:
         raise LabError(f"sinks + window ({s.sinks} + {s.window}) exceed the model's context ({context}).")
+    if s.groups is None:
+        s = replace(s, groups=suggested_groups(heads))
     _whole(s.groups, "GQA groups", 1)
     if heads % s.groups:
         fits = [g for g in range(1, heads + 1) if heads % g == 0]
@@ -92,6 +96,7 @@ def check(settings: LabSettings, config) -> None:
         raise LabError(f"unknown quantization backend {unknown[0]!r}: choose from {', '.join(BACKENDS)}.")
     if len(s.prefix_prompts) != 2 or not all(p.strip() for p in s.prefix_prompts):
         raise LabError("the shared-prefix demo needs two non-empty prompts.")
+    return s
 
 
 def _whole(value, what: str, minimum: int, why: str = "") -> None:
