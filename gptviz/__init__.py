@@ -5,8 +5,8 @@ Notebook use::
     import gptviz
     lm = gptviz.load("bundled")                     # or "gpt2", or a local directory
     run = gptviz.run(lm.model, lm.tokenizer, "ROMEO.\\n", gptviz.DecodeSettings(max_new_tokens=32))
-    run.summary()                                   # headline numbers
-    run.comparison                                  # pandas: per-step Δlogit, KL, timings, KV bytes
+    run.summary()                                   # headline numbers (typed: Summary)
+    run.comparison.to_frame()                       # pandas: per-step Δlogit, KL, timings, KV bytes
     run.cached.to_frame()                           # pandas: one trace, one row per step
     from gptviz import plots
     plots.logit_delta(run)                          # plotly figures, whenever you like

@@ -8,11 +8,14 @@ every number they return is read off the live model or the run's traces.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import torch
 
 from gptviz import cost
+from gptviz.modes import Mode
 
 
 def parameter_shapes(model) -> pd.DataFrame:
@@ -81,29 +84,44 @@ def kv_layout(run) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def growth_fit(run) -> pd.DataFrame:
-    """How each mode's cost grows: per-step time vs tokens (flat or linear), total vs steps (linear or quadratic).
+@dataclass(frozen=True)
+class Growth:
+    """How one mode's cost grows with the text, fitted over the decode steps (the prefill is other work)."""
 
-    Decode steps only (the prefill pass is a different kind of work). Per mode: the slope of a straight
-    line through per-step seconds vs context length, the median of the last quarter of steps over the
-    median of the first quarter (robust to a few noisy steps), and the quadratic and linear terms of
-    cumulative seconds vs step count.
-    """
-    table = run.comparison
-    decode = table[table["step"] > 0]
-    if len(decode) < 3:
-        raise ValueError(f"fitting growth needs at least 3 decode steps, the run has {len(decode)}: "
+    mode: Mode
+    seconds_per_extra_token: float  # slope of per-step seconds vs tokens in context (flat ≈ 0)
+    first_steps_median: float  # median seconds of the first quarter of decode steps
+    last_steps_median: float  # median seconds of the last quarter (robust to a few noisy steps)
+    quadratic: float  # total seconds after n decode steps ≈ quadratic·n² + linear·n + constant
+    linear: float
+    constant: float
+    cumulative: np.ndarray  # (decode steps,) measured total seconds after each decode step
+
+    @property
+    def per_step_growth(self) -> float:
+        """Last quarter's median step over the first quarter's: ≈1 is flat, more is growing."""
+        return self.last_steps_median / max(self.first_steps_median, 1e-12)
+
+    def total_fit(self, n: np.ndarray) -> np.ndarray:
+        """The fitted total seconds after ``n`` decode steps."""
+        return np.polyval([self.quadratic, self.linear, self.constant], n)
+
+
+def growth_fit(comparison) -> list[Growth]:
+    """Per mode of a ``compare.Comparison``: how per-step and total time grow (np.polyfit)."""
+    decoding = comparison.decoding
+    if decoding.sum() < 3:
+        raise ValueError(f"fitting growth needs at least 3 decode steps, the run has {decoding.sum()}: "
                          "generate at least 4 new tokens.")
-    rows = []
-    for mode in run.traces:
-        seconds = decode[f"{mode}_seconds"].to_numpy()
-        x = decode["context_len"].to_numpy(dtype=float)
-        slope, _ = np.polyfit(x, seconds, 1)
+    context = comparison.context_len[decoding].astype(float)
+    fits = []
+    for mode, all_seconds in comparison.seconds.items():
+        seconds = all_seconds[decoding]
+        slope, _ = np.polyfit(context, seconds, 1)
         quarter = max(len(seconds) // 4, 1)
-        first, last = np.median(seconds[:quarter]), np.median(seconds[-quarter:])
-        steps = np.arange(1, len(seconds) + 1, dtype=float)
-        quadratic, linear, _ = np.polyfit(steps, np.cumsum(seconds), 2)
-        rows.append({"mode": mode, "seconds_per_extra_token": slope, "first_steps_median": first,
-                     "last_steps_median": last, "per_step_growth": last / max(first, 1e-12),
-                     "total_quadratic_term": quadratic, "total_linear_term": linear})
-    return pd.DataFrame(rows)
+        cumulative = np.cumsum(seconds)
+        quadratic, linear, constant = np.polyfit(np.arange(1, len(seconds) + 1, dtype=float), cumulative, 2)
+        fits.append(Growth(mode, float(slope), float(np.median(seconds[:quarter])),
+                           float(np.median(seconds[-quarter:])), float(quadratic), float(linear), float(constant),
+                           cumulative))
+    return fits

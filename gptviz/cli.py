@@ -201,7 +201,7 @@ def _plain(value: Any) -> Any:
 def report(lm, prompt: str, result) -> dict:
     """The JSON report of one run: model, tokens of each mode, per-step agreement, timings, KV bytes."""
     cached = result.cached
-    table = result.comparison
+    table = result.comparison.to_frame()
     modes = {}
     for mode, trace in result.traces.items():
         seconds = [s.seconds for s in trace.steps]
@@ -223,7 +223,7 @@ def report(lm, prompt: str, result) -> dict:
         "text": result.text,
         "modes": modes,
         "steps": steps,
-        "summary": result.summary(),
+        "summary": result.summary().to_dict(),
     })
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 import pandas as pd
 import torch
@@ -13,24 +15,35 @@ TOP_OVERLAP_K = 5  # top-k overlap is measured on this many tokens
 KL_CHUNK = 16  # steps whose KL divergence is computed together
 
 
-def logit_metrics(reference: torch.Tensor, other: torch.Tensor, k: int = TOP_OVERLAP_K) -> pd.DataFrame:
-    """Per step: max |Δlogit|, argmax agreement, top-k overlap, KL(reference ‖ other).
+@dataclass(frozen=True)
+class Agreement:
+    """One recompute mode against the cached mode's last-position logits, per step."""
 
-    Both are (steps, vocab) last-position logits in the compute dtype; the KL is taken in float64.
-    """
-    # Row by row chunks (see below): a (steps, vocab) difference at once is 2 x 51 MB at 256 GPT-2 steps.
-    delta = torch.cat([(reference[a:a + KL_CHUNK] - other[a:a + KL_CHUNK]).abs().amax(dim=-1)
-                       for a in range(0, len(reference), KL_CHUNK)])  # (steps,)
-    argmax_equal = reference.argmax(-1) == other.argmax(-1)
-    top_ref, top_other = reference.topk(k).indices, other.topk(k).indices  # (steps, k)
-    overlap = [len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(top_ref, top_other, strict=False)]
-    # A few steps at a time: float64 temporaries of every step at once would be ~0.5 GB at
-    # 256 steps of a 50k vocabulary, the largest allocation of a whole session. Rows are independent.
+    max_abs_dlogit: np.ndarray  # (steps,) float64: largest |Δlogit| over the vocabulary
+    argmax_equal: np.ndarray  # (steps,) bool: both logit vectors put the same token first
+    topk_overlap: np.ndarray  # (steps,) fraction of the TOP_OVERLAP_K best tokens they share
+    kl: np.ndarray  # (steps,) KL(cached ‖ this mode) in nats, computed in float64
+
+    @classmethod
+    def of(cls, reference: torch.Tensor, other: torch.Tensor, k: int = TOP_OVERLAP_K) -> Agreement:
+        """Both are (steps, vocab) last-position logits in the compute dtype."""
+        # Chunks of rows: a (steps, vocab) difference at once is 2 x 51 MB at 256 GPT-2 steps.
+        delta = torch.cat([(reference[a:a + KL_CHUNK] - other[a:a + KL_CHUNK]).abs().amax(dim=-1)
+                           for a in range(0, len(reference), KL_CHUNK)])  # (steps,)
+        top_ref, top_other = reference.topk(k).indices, other.topk(k).indices  # (steps, k)
+        overlap = [len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(top_ref, top_other, strict=True)]
+        same_first = reference.argmax(-1) == other.argmax(-1)  # (steps,)
+        return cls(max_abs_dlogit=delta.double().numpy(), argmax_equal=same_first.numpy(),
+                   topk_overlap=np.array(overlap), kl=_chunked_kl(reference, other).numpy())
+
+
+def _chunked_kl(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """Per row KL, a few steps at a time: float64 temporaries of every step at once would be ~0.5 GB at
+    256 steps of a 50k vocabulary, the largest allocation of a whole session. Rows are independent."""
     # A lone last row would be summed by a different kernel path (last-bit differences): fold it into the chunk before.
-    starts = [i for i in range(0, len(reference), KL_CHUNK) if i == 0 or len(reference) - i > 1] + [len(reference)]
-    kl = torch.cat([_kl(reference[a:b], other[a:b]) for a, b in zip(starts, starts[1:], strict=False)])
-    return pd.DataFrame({"max_abs_dlogit": delta.double().numpy(), "argmax_equal": argmax_equal.numpy(),
-                         "topk_overlap": overlap, "kl": kl.numpy()})
+    n = len(reference)
+    starts = [i for i in range(0, n, KL_CHUNK) if i == 0 or n - i > 1] + [n]
+    return torch.cat([_kl(reference[a:b], other[a:b]) for a, b in zip(starts, starts[1:], strict=False)])
 
 
 def _kl(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
@@ -43,56 +56,116 @@ def attention_row_deltas(cached, recompute) -> np.ndarray:
     out = []
     for step in cached.steps:
         last = step.context_len  # rows first..last-1 were computed this step
-        first = last - step.input_len
-        lo, hi = packed.span(first, last)
+        lo, hi = packed.span(last - step.input_len, last)
         out.append((cached.attention[..., lo:hi] - recompute.attention[..., lo:hi]).abs().max().item())
     return np.array(out)
 
 
-def step_table(tapes: dict, attention_delta: np.ndarray | None = None) -> pd.DataFrame:
-    """One row per step: the token, then every mode's agreement with the cached mode."""
-    cached = tapes[Mode.CACHED]
-    table = pd.DataFrame({"step": [s.index for s in cached.steps], "token_id": [s.token_id for s in cached.steps],
-                          "context_len": [s.context_len for s in cached.steps]})
-    reference = cached.logits  # (steps, vocab)
-    for mode, tape in tapes.items():
-        table[f"{mode}_seconds"] = [s.seconds for s in tape.steps]
-        if mode == Mode.CACHED:
-            continue
-        metrics = logit_metrics(reference, tape.logits)
-        for column in metrics:
-            table[column + Mode(mode).suffix] = metrics[column].to_numpy()
-        if mode == Mode.RECOMPUTE:
-            table["slice_delta"] = [s.slice_delta for s in tape.steps]
-    if attention_delta is not None:
-        table["attn_row_delta"] = attention_delta
-    table["kv_bytes"] = [sum(s.kv_bytes) for s in cached.steps]
-    table["kv_allocated"] = [sum(s.kv_allocated) for s in cached.steps]
-    return table
+@dataclass(frozen=True)
+class Comparison:
+    """Every mode against the cached mode, one entry per step: what the pages, the CLI and the CSV show."""
+
+    step: np.ndarray  # (steps,) 0 is the prefill pass over the prompt
+    token_id: np.ndarray  # (steps,) the token chosen (the same in every mode)
+    context_len: np.ndarray  # (steps,) tokens attended over at that step
+    seconds: dict[Mode, np.ndarray]  # per mode run: (steps,) wall time of each forward pass
+    agreement: dict[Mode, Agreement]  # per recompute mode run: its logits vs the cached mode's
+    kv_bytes: np.ndarray  # (steps,) cached mode: bytes of keys + values holding real tokens
+    kv_allocated: np.ndarray  # (steps,) cached mode: bytes allocated for keys + values
+    slice_delta: np.ndarray | None = None  # (steps,) recompute: re-derived past rows vs stored (NaN at step 0)
+    attn_row_delta: np.ndarray | None = None  # (steps,) cached rows vs the recompute map's same rows
+
+    @classmethod
+    def of(cls, steps: dict[str, list], logits: dict[str, torch.Tensor],
+           attention_delta: np.ndarray | None = None) -> Comparison:
+        """From each mode's recorded Steps and (steps, vocab) last-position logits; cached is the reference."""
+        cached = steps[Mode.CACHED]
+        recompute = steps.get(Mode.RECOMPUTE)
+        slice_delta = None if recompute is None else np.array(
+            [np.nan if s.slice_delta is None else s.slice_delta for s in recompute])
+        return cls(
+            step=np.array([s.index for s in cached]), token_id=np.array([s.token_id for s in cached]),
+            context_len=np.array([s.context_len for s in cached]),
+            seconds={Mode(m): np.array([s.seconds for s in mode_steps]) for m, mode_steps in steps.items()},
+            agreement={Mode(m): Agreement.of(logits[Mode.CACHED], logits[m]) for m in steps if m != Mode.CACHED},
+            kv_bytes=np.array([sum(s.kv_bytes) for s in cached]),
+            kv_allocated=np.array([sum(s.kv_allocated) for s in cached]),
+            slice_delta=slice_delta, attn_row_delta=attention_delta)
+
+    @property
+    def decoding(self) -> np.ndarray:
+        """(steps,) bool: the decode steps, i.e. every step after the prefill pass."""
+        return self.step > 0
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per step, columns as the CSV and the CLI's JSON name them (``max_abs_dlogit_last``, ...)."""
+        table = pd.DataFrame({"step": self.step, "token_id": self.token_id, "context_len": self.context_len})
+        for mode, seconds in self.seconds.items():
+            table[f"{mode}_seconds"] = seconds
+            if mode in self.agreement:
+                for name, values in asdict(self.agreement[mode]).items():
+                    table[name + mode.suffix] = values
+            if mode == Mode.RECOMPUTE and self.slice_delta is not None:
+                table["slice_delta"] = self.slice_delta
+        if self.attn_row_delta is not None:
+            table["attn_row_delta"] = self.attn_row_delta
+        table["kv_bytes"], table["kv_allocated"] = self.kv_bytes, self.kv_allocated
+        return table
 
 
-def summarize(run) -> dict:
+@dataclass(frozen=True)
+class Equivalence:
+    """The recompute mode against the cache, for the headline."""
+
+    same_tokens: bool  # the recompute pass chose the cached tokens at every step
+    max_abs_dlogit: float  # largest |Δlogit| over every step and vocabulary entry
+    argmax_agreement: float  # fraction of steps whose logits put the same token first
+    recompute_seconds: float  # forward passes of the recompute mode, summed
+    speedup: float  # recompute seconds ÷ cached seconds
+    max_slice_delta: float | None  # largest re-derived past attention row vs stored (None: no attention kept)
+    max_attn_row_delta: float | None  # largest cached row vs recompute row (None: no attention kept)
+
+
+@dataclass(frozen=True)
+class Summary:
     """The headline numbers of a run, all read off its traces."""
-    t, c = run.comparison, run.cached
-    out = {
-        "steps": len(c.steps), "prompt_tokens": c.prompt_len, "dtype": c.dtype,
-        "cached_seconds": float(t["cached_seconds"].sum()),
-        "kv_cache_bytes": int(t["kv_bytes"].iloc[-1]),
-        "kv_cache_allocated": int(t["kv_allocated"].iloc[-1]),
-    }
-    if "recompute_seconds" in t:
-        out.update({
-            "same_tokens": run.recompute.token_ids == c.token_ids,
-            "max_abs_dlogit": float(t["max_abs_dlogit"].max()),
-            "argmax_agreement": float(t["argmax_equal"].mean()),
-            "recompute_seconds": float(t["recompute_seconds"].sum()),
-            "speedup": float(t["recompute_seconds"].sum() / max(t["cached_seconds"].sum(), 1e-12)),
-        })
-        if "slice_delta" in t and t["slice_delta"].notna().any():
-            out["max_slice_delta"] = float(t["slice_delta"].dropna().max())
-        if "attn_row_delta" in t:
-            out["max_attn_row_delta"] = float(t["attn_row_delta"].max())
-    return out
+
+    steps: int  # tokens generated
+    prompt_tokens: int
+    dtype: str  # compute dtype
+    cached_seconds: float  # forward passes of the cached mode, summed
+    kv_cache_bytes: int  # keys + values holding real tokens at the end
+    kv_cache_allocated: int  # bytes the cache had allocated at the end (static > used)
+    recompute: Equivalence | None  # None when the run had no recompute mode
+
+    @classmethod
+    def of(cls, run) -> Summary:
+        c, cached = run.comparison, run.cached
+        cached_seconds = float(c.seconds[Mode.CACHED].sum())
+        recompute = None
+        if Mode.RECOMPUTE in c.agreement:
+            a, seconds = c.agreement[Mode.RECOMPUTE], float(c.seconds[Mode.RECOMPUTE].sum())
+            recompute = Equivalence(
+                same_tokens=run.recompute.token_ids == cached.token_ids, max_abs_dlogit=float(a.max_abs_dlogit.max()),
+                argmax_agreement=float(a.argmax_equal.mean()), recompute_seconds=seconds,
+                speedup=seconds / max(cached_seconds, 1e-12),
+                max_slice_delta=_max(c.slice_delta), max_attn_row_delta=_max(c.attn_row_delta))
+        return cls(steps=len(cached.steps), prompt_tokens=cached.prompt_len, dtype=cached.dtype,
+                   cached_seconds=cached_seconds, kv_cache_bytes=int(c.kv_bytes[-1]),
+                   kv_cache_allocated=int(c.kv_allocated[-1]), recompute=recompute)
+
+    def to_dict(self) -> dict:
+        """Flat, as the CLI's JSON report has it: the recompute keys only when it ran, None values left out."""
+        out = {k: v for k, v in asdict(self).items() if k != "recompute"}
+        if self.recompute is not None:
+            out.update({k: v for k, v in asdict(self.recompute).items() if v is not None})
+        return out
+
+
+def _max(values: np.ndarray | None) -> float | None:
+    if values is None or np.isnan(values).all():
+        return None
+    return float(np.nanmax(values))
 
 
 @torch.no_grad()

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import pandas as pd
 import torch
 from transformers import DynamicCache, StaticCache
 
@@ -167,6 +166,7 @@ class Tape:
         """The stored form: token texts filled in, attention packed in float16."""
         for s in self.steps:
             s.token_text = tokenizer.decode([s.token_id])
+            s.top_texts = [tokenizer.decode([i]) for i in s.top_ids]
         prompt_ids = self.sequence[: self.prompt_len].tolist()
         return Trace(
             mode=self.mode, model_name=model_name, dtype=str(self.logits[0].dtype).removeprefix("torch."),
@@ -185,7 +185,7 @@ class Run:
     settings: DecodeSettings
     model_name: str
     traces: dict[str, Trace]  # by mode
-    comparison: pd.DataFrame  # per step: logit deltas vs the cached mode, attention row deltas
+    comparison: compare.Comparison  # per step: every mode vs the cached mode (.to_frame() for a table)
     text: str  # the generated continuation
     info: dict = field(default_factory=dict)
 
@@ -197,8 +197,9 @@ class Run:
     def recompute(self) -> Trace | None:
         return self.traces.get(Mode.RECOMPUTE)
 
-    def summary(self) -> dict:
-        return compare.summarize(self)
+    def summary(self) -> compare.Summary:
+        """The headline numbers (typed; .to_dict() for JSON)."""
+        return compare.Summary.of(self)
 
 
 def encode(tokenizer, prompt: str) -> list[int]:
@@ -232,7 +233,8 @@ def run(model, tokenizer, prompt: str, settings: DecodeSettings = DecodeSettings
         tape.compact(keep_attention=mode != Mode.RECOMPUTE_LAST)
         tapes[mode] = tape
     cached.compact()
-    table = compare.step_table(tapes, attention_delta)
+    table = compare.Comparison.of({m: t.steps for m, t in tapes.items()}, {m: t.logits for m, t in tapes.items()},
+                                  attention_delta)
     traces = {mode: tape.to_trace(model_name, tokenizer, settings.cache if mode == Mode.CACHED else None)
               for mode, tape in tapes.items()}
     text = tokenizer.decode(cached.sequence[len(ids):].tolist())

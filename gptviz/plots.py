@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from gptviz import cost
+from gptviz import anatomy, cost
 from gptviz.modes import Mode
 from gptviz.trace import Trace
 
@@ -79,16 +79,13 @@ def _layout(fig: go.Figure, title: str, **axes) -> go.Figure:
 def logit_delta(run) -> go.Figure:
     """max |Δlogit| per step vs the cached mode, log axis, with the dtype's machine epsilon."""
     _needs(run, "recompute")
-    table, eps = run.comparison, machine_epsilon(run.cached.dtype)
+    comparison, eps = run.comparison, machine_epsilon(run.cached.dtype)
     floor = eps * 1e-3  # where exact zeros are drawn: a log axis has no 0
     fig = go.Figure()
-    for mode in (Mode.RECOMPUTE, Mode.RECOMPUTE_LAST):
-        column = "max_abs_dlogit" + mode.suffix
-        if column not in table:
-            continue
-        delta = table[column].to_numpy(dtype=float)
+    for mode, agreement in comparison.agreement.items():
+        delta = agreement.max_abs_dlogit
         zero = delta == 0
-        fig.add_trace(go.Scatter(x=table["step"], y=np.where(zero, floor, delta), mode="lines+markers",
+        fig.add_trace(go.Scatter(x=comparison.step, y=np.where(zero, floor, delta), mode="lines+markers",
                                  name=f"{Mode(mode).label} vs cache", line={"color": Mode(mode).color},
                                  marker={"symbol": np.where(zero, "x", "circle")},
                                  customdata=delta, hovertemplate="step %{x}: |Δ| = %{customdata:.3g}<extra></extra>"))
@@ -255,14 +252,13 @@ def kv_what_if(shapes: dict[str, cost.Shape], tokens: int, dtype: str = "float32
 
 def step_times(run, floor_seconds: float | None = None) -> go.Figure:
     """Wall time of every step per mode vs tokens in context; the prefill pass drawn as a diamond."""
-    table = run.comparison
+    c = run.comparison
     fig = go.Figure()
-    for mode in run.traces:
-        color, column = Mode(mode).color, f"{mode}_seconds"
-        decode = table[table["step"] > 0]
-        fig.add_trace(go.Scatter(x=decode["context_len"], y=decode[column], mode="lines+markers",
-                                 name=Mode(mode).label, line={"color": color}, legendgroup=mode))
-        fig.add_trace(go.Scatter(x=table["context_len"][:1], y=table[column][:1], mode="markers",
+    for mode, seconds in c.seconds.items():
+        color = mode.color
+        fig.add_trace(go.Scatter(x=c.context_len[c.decoding], y=seconds[c.decoding], mode="lines+markers",
+                                 name=mode.label, line={"color": color}, legendgroup=mode))
+        fig.add_trace(go.Scatter(x=c.context_len[:1], y=seconds[:1], mode="markers",
                                  name=f"prefill ({mode})", legendgroup=mode, showlegend=mode == "cached",
                                  marker={"symbol": "diamond", "size": 12, "color": color}))
     if floor_seconds is not None:
@@ -274,21 +270,14 @@ def step_times(run, floor_seconds: float | None = None) -> go.Figure:
 
 def cumulative_times(run) -> go.Figure:
     """Total decode time so far per mode, with a dashed quadratic fitted to each (np.polyfit)."""
-    table = run.comparison
-    decode = table[table["step"] > 0]
-    if len(decode) < 3:
-        raise ValueError(f"a growth fit needs at least 3 decode steps, the run has {len(decode)}: "
-                         "generate at least 4 new tokens.")
-    steps = np.arange(1, len(decode) + 1)
     fig = go.Figure()
-    for mode in run.traces:
-        total = np.cumsum(decode[f"{mode}_seconds"].to_numpy())
-        quadratic, linear, constant = np.polyfit(steps, total, 2)
-        fig.add_trace(go.Scatter(x=steps, y=total, mode="markers", name=Mode(mode).label,
-                                 marker={"color": Mode(mode).color}, legendgroup=mode))
-        fig.add_trace(go.Scatter(x=steps, y=np.polyval([quadratic, linear, constant], steps), mode="lines",
-                                 line={"dash": "dash", "color": Mode(mode).color}, legendgroup=mode,
-                                 name=f"fit {quadratic:.2g}·n² + {linear:.2g}·n", hoverinfo="skip"))
+    for fit in anatomy.growth_fit(run.comparison):
+        steps = np.arange(1, len(fit.cumulative) + 1)
+        fig.add_trace(go.Scatter(x=steps, y=fit.cumulative, mode="markers", name=fit.mode.label,
+                                 marker={"color": fit.mode.color}, legendgroup=fit.mode))
+        fig.add_trace(go.Scatter(x=steps, y=fit.total_fit(steps), mode="lines",
+                                 line={"dash": "dash", "color": fit.mode.color}, legendgroup=fit.mode,
+                                 name=f"fit {fit.quadratic:.2g}·n² + {fit.linear:.2g}·n", hoverinfo="skip"))
     return _layout(fig, "Cumulative decode time (dashed: quadratic fit)", xaxis_title="tokens generated after prefill",
                    yaxis_title="seconds")
 
@@ -305,25 +294,24 @@ def layer_times(run) -> go.Figure:
 
 def prefill_decode(run) -> go.Figure:
     """Step 0 (the prompt pass) next to the mean decode step, per mode."""
-    table = run.comparison
+    c = run.comparison
     fig = go.Figure()
-    for mode in run.traces:
-        column = f"{mode}_seconds"
-        decode = table[table["step"] > 0][column]
+    for mode, seconds in c.seconds.items():
+        decode = seconds[c.decoding]
         fig.add_trace(go.Bar(x=["prefill (step 0)", "mean decode step"],
-                             y=[table[column].iloc[0], decode.mean() if len(decode) else np.nan],
-                             name=Mode(mode).label, marker_color=Mode(mode).color))
+                             y=[seconds[0], decode.mean() if len(decode) else np.nan],
+                             name=mode.label, marker_color=mode.color))
     return _layout(fig, "Prefill vs decode", barmode="group", yaxis_title="seconds")
 
 
 def step_flops(run, shape: cost.Shape) -> go.Figure:
     """Analytic FLOPs of each step per mode (cost.step_flops), on a log axis."""
-    table = run.comparison
+    c = run.comparison
     inputs = [s.input_len for s in run.cached.steps]
     fig = go.Figure()
     for mode in run.traces:
-        flops = [cost.step_flops(shape, mode, int(t), q) for t, q in zip(table["context_len"], inputs, strict=True)]
-        fig.add_trace(go.Scatter(x=table["step"], y=flops, mode="lines+markers", name=Mode(mode).label,
+        flops = [cost.step_flops(shape, mode, int(t), q) for t, q in zip(c.context_len, inputs, strict=True)]
+        fig.add_trace(go.Scatter(x=c.step, y=flops, mode="lines+markers", name=Mode(mode).label,
                                  line={"color": Mode(mode).color}))
     return _layout(fig, "Analytic FLOPs per step", xaxis_title="step",
                    yaxis={"title": "FLOPs", "type": "log", "exponentformat": "SI"})

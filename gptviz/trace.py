@@ -38,6 +38,7 @@ class Step:
     top_ids: list[int]  # the k highest-scoring next tokens, best first
     top_logits: list[float]  # their logits
     slice_delta: float | None = None  # recompute: max |Δ| of re-computed past attention rows vs stored
+    top_texts: list[str] = field(default_factory=list)  # top_ids decoded one by one (no model needed to show them)
 
 
 @dataclass

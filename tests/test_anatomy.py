@@ -63,19 +63,18 @@ def test_kv_layout_reads_the_cache_shape_of_a_real_run(tiny_model, tokenizer, ki
 
 
 def test_growth_fit_finds_flat_cached_and_growing_recompute_steps():
-    fits = anatomy.growth_fit(make_run()).set_index("mode")
-    assert fits.loc["cached", "seconds_per_extra_token"] == pytest.approx(0, abs=1e-12)
-    assert fits.loc["recompute", "seconds_per_extra_token"] == pytest.approx(0.01)
-    assert fits.loc["recompute", "per_step_growth"] == pytest.approx(0.05 / 0.02)
-    assert fits.loc["recompute", "total_quadratic_term"] == pytest.approx(0.005)
-    assert fits.loc["cached", "total_quadratic_term"] == pytest.approx(0, abs=1e-12)
+    fits = {f.mode: f for f in anatomy.growth_fit(make_run().comparison)}
+    assert fits["cached"].seconds_per_extra_token == pytest.approx(0, abs=1e-12)
+    assert fits["recompute"].seconds_per_extra_token == pytest.approx(0.01)
+    assert fits["recompute"].per_step_growth == pytest.approx(0.05 / 0.02)
+    assert fits["recompute"].quadratic == pytest.approx(0.005)
+    assert fits["cached"].quadratic == pytest.approx(0, abs=1e-12)
 
 
 def test_growth_fit_needs_three_decode_steps():
-    run = make_run()
-    run.comparison = run.comparison.iloc[: STEPS - 2]
+    run = make_run(steps=STEPS - 2)
     with pytest.raises(ValueError, match="at least 4 new tokens"):
-        anatomy.growth_fit(run)
+        anatomy.growth_fit(run.comparison)
 
 
 def test_measure_bandwidth_gives_plausible_read_and_copy_rates_and_one_floor():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gptviz import DecodeError, DecodeSettings, Limits, cost, run
+from gptviz import DecodeError, DecodeSettings, Limits, Mode, cost, run
 from gptviz.compare import hidden_state_drift
 from gptviz.decoding import decode_cached, decode_recompute
 from gptviz.models import random_model
@@ -36,17 +36,17 @@ def test_modes_choose_same_tokens_and_agree_on_logits(model, tokenizer, settings
     cached, recompute, last = (result.traces[m] for m in ("cached", "recompute", "recompute_last"))
     assert cached.token_ids == recompute.token_ids == last.token_ids
     assert len(cached.steps) == 12
-    table = result.comparison
-    assert table["max_abs_dlogit"].max() <= 1e-4
-    assert table["max_abs_dlogit_last"].max() <= 1e-4
-    assert table["argmax_equal"].all()
-    assert (table["kl"] < 1e-8).all()
-    assert table["max_abs_dlogit"].max() > 0 or settings.cache == "static"  # not bitwise: different shapes
+    full, last = result.comparison.agreement[Mode.RECOMPUTE], result.comparison.agreement[Mode.RECOMPUTE_LAST]
+    assert full.max_abs_dlogit.max() <= 1e-4
+    assert last.max_abs_dlogit.max() <= 1e-4
+    assert full.argmax_equal.all() and last.argmax_equal.all()
+    assert (full.kl < 1e-8).all()
+    assert full.max_abs_dlogit.max() > 0 or settings.cache == "static"  # not bitwise: different shapes
 
 
 def test_float64_shrinks_the_gap(model64, tokenizer):
-    table = run(model64, tokenizer, PROMPT, DecodeSettings(max_new_tokens=10)).comparison
-    assert table["max_abs_dlogit"].max() <= 1e-10
+    comparison = run(model64, tokenizer, PROMPT, DecodeSettings(max_new_tokens=10)).comparison
+    assert comparison.agreement[Mode.RECOMPUTE].max_abs_dlogit.max() <= 1e-10
     assert result_dtype(model64) == "float64"
 
 
@@ -87,10 +87,10 @@ def test_cached_rows_equal_recompute_rows_and_slice_proof(model, tokenizer):
             np.testing.assert_allclose(a, b, atol=2e-3)  # stored in float16
             np.testing.assert_allclose(a.sum(axis=1), 1.0, atol=5e-3)  # each row is a distribution
             assert np.all(np.triu(a, k=1) == 0)  # causal: nothing above the diagonal
-    table = result.comparison
-    assert table["attn_row_delta"].max() <= 1e-5  # compared in float32 before storage
+    comparison = result.comparison
+    assert comparison.attn_row_delta.max() <= 1e-5  # compared in float32 before storage
     # Slice proof: every recompute step re-derived the past rows and they matched what was stored.
-    slice_deltas = table["slice_delta"].dropna()
+    slice_deltas = comparison.slice_delta[~np.isnan(comparison.slice_delta)]
     assert len(slice_deltas) == 9 and slice_deltas.max() <= 1e-5
     # The map at step s is the top-left block of the final map.
     step = 4

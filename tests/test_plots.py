@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from gptviz import cost, plots, registry
+from gptviz.compare import Comparison
 from gptviz.decoding import DecodeSettings, Run
 from gptviz.trace import Step, Trace
 
@@ -23,47 +24,47 @@ def packed_attention(total: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(weights[..., rows, cols]).to(torch.float16)
 
 
-def make_trace(mode: str, dtype: str = "float32", cache_kind: str | None = "dynamic") -> Trace:
+DELTAS = [0.0, 1e-7, 2e-7, 5e-8, 3e-7]  # the recompute mode's logit difference at each step (0: bitwise equal)
+
+
+def make_trace(mode: str, dtype: str = "float32", cache_kind: str | None = "dynamic", steps: int = STEPS) -> Trace:
     bytes_per_value = cost.DTYPE_BYTES[dtype]
     per_layer_token = 2 * HEADS * HEAD_DIM * bytes_per_value
-    steps = []
-    for s in range(STEPS):
+    recorded = []
+    for s in range(steps):
         context = PROMPT + s
         held = [per_layer_token * context] * LAYERS
-        allocated = [per_layer_token * (PROMPT + STEPS)] * LAYERS if cache_kind == "static" else held
-        steps.append(Step(
+        allocated = [per_layer_token * (PROMPT + steps)] * LAYERS if cache_kind == "static" else held
+        recorded.append(Step(
             index=s, token_id=7 + s % 2, token_text="a" if s % 2 else " b", input_len=context if s == 0 else 1,
             context_len=context, seconds=0.01 * (1 + s) if mode != "cached" else 0.01,
             layer_seconds=[0.001 * (layer + 1) * (1 + s) for layer in range(LAYERS)],
             kv_bytes=held if mode == "cached" else [0] * LAYERS,
             kv_allocated=allocated if mode == "cached" else [0] * LAYERS,
             top_ids=[7, 8, 1, 2, 3], top_logits=[5.0, 4.0, 3.0, 2.0, 1.0],
-            slice_delta=None if s == 0 or mode == "cached" else 1e-8))
-    total = PROMPT + STEPS - 1
+            slice_delta=None if s == 0 or mode == "cached" else 1e-8, top_texts=["<7>", "<8>", "<1>", "<2>", "<3>"]))
+    total = PROMPT + steps - 1
     return Trace(mode=mode, model_name="hand-built", dtype=dtype, cache_kind=cache_kind if mode == "cached" else None,
                  prompt_ids=[1, 2, 3], prompt_tokens=["x", "x", "\n"], layers=LAYERS, heads=HEADS, head_dim=HEAD_DIM,
-                 steps=steps, attention=packed_attention(total, seed=0))
+                 steps=recorded, attention=packed_attention(total, seed=0))
 
 
-def make_run(modes=("cached", "recompute", "recompute_last"), dtype="float32", cache_kind="dynamic") -> Run:
-    traces = {m: make_trace(m, dtype, cache_kind) for m in modes}
-    cached = traces["cached"]
-    table = pd.DataFrame({"step": range(STEPS), "token_id": cached.token_ids,
-                          "context_len": [s.context_len for s in cached.steps]})
-    for mode, trace in traces.items():
-        table[f"{mode}_seconds"] = [s.seconds for s in trace.steps]
-    if "recompute" in traces:
-        table["max_abs_dlogit"] = [0.0, 1e-7, 2e-7, 5e-8, 3e-7]
-        table["argmax_equal"] = True
-        table["kl"] = 1e-12
-        table["slice_delta"] = [s.slice_delta for s in traces["recompute"].steps]
-        table["attn_row_delta"] = 0.0
-    if "recompute_last" in traces:
-        table["max_abs_dlogit_last"] = [1e-7] * STEPS
-    table["kv_bytes"] = [sum(s.kv_bytes) for s in cached.steps]
-    table["kv_allocated"] = [sum(s.kv_allocated) for s in cached.steps]
-    return Run("xx\n", DecodeSettings(max_new_tokens=STEPS, modes=modes, cache=cache_kind), "hand-built", traces,
-               table, "ba" * 2)
+def make_logits(mode: str, steps: int) -> torch.Tensor:
+    """(steps, vocab) last-position logits: the cached mode's, or them moved by DELTAS at one entry."""
+    logits = torch.from_numpy(np.random.default_rng(1).normal(size=(steps, 50)))  # float64: deltas stay exact
+    if mode != "cached":
+        logits[:, 0] += torch.tensor(DELTAS[:steps] if mode == "recompute" else [1e-7] * steps, dtype=torch.float64)
+    return logits
+
+
+def make_run(modes=("cached", "recompute", "recompute_last"), dtype="float32", cache_kind="dynamic",
+             steps: int = STEPS) -> Run:
+    """A Run with hand-built traces, compared by the real producer (compare.Comparison.of)."""
+    traces = {m: make_trace(m, dtype, cache_kind, steps) for m in modes}
+    comparison = Comparison.of({m: t.steps for m, t in traces.items()}, {m: make_logits(m, steps) for m in modes},
+                               np.zeros(steps) if "recompute" in modes else None)
+    return Run("xx\n", DecodeSettings(max_new_tokens=steps, modes=modes, cache=cache_kind), "hand-built", traces,
+               comparison, "ba" * 2)
 
 
 @pytest.fixture
@@ -218,8 +219,8 @@ def test_cumulative_times_fit_matches_exact_quadratic_growth(run):
     assert len(fig.data) == 6
 
 
-def test_cumulative_times_needs_three_decode_steps(run):
-    run.comparison = run.comparison.iloc[:3]
+def test_cumulative_times_needs_three_decode_steps():
+    run = make_run(steps=3)
     with pytest.raises(ValueError, match="at least 4 new tokens"):
         plots.cumulative_times(run)
 

@@ -33,4 +33,4 @@ def test_python_api_example_runs():
     namespace: dict = {}
     exec(compile(example, "README.md", "exec"), namespace)  # noqa: S102
     run = namespace["run"]
-    assert run.summary()["same_tokens"] and len(run.cached.steps) == 32
+    assert run.summary().recompute.same_tokens and len(run.cached.steps) == 32

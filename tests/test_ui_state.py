@@ -48,11 +48,11 @@ def test_the_tiny_test_model_runs_through_the_real_engine():
     lm = tiny_loaded(TINY_SOURCE, "float64")
     assert lm.info["tied_embeddings"] and next(lm.model.parameters()).dtype == torch.float64
     run = gptviz.run(lm.model, lm.tokenizer, "hi there", gptviz.DecodeSettings(max_new_tokens=2))
-    assert run.summary()["same_tokens"]
+    assert run.summary().recompute.same_tokens
 
 
 def test_step_table_has_a_row_per_step_with_both_modes_top_tokens():
-    table = ui_state.step_table(make_run(), lambda i: f"<{i}>")
+    table = ui_state.step_table(make_run())  # top-k texts come from the Steps: no model or tokenizer needed
     assert len(table) == STEPS
     assert table["cached top-5"].iloc[0] == "<7> · <8> · <1> · <2> · <3>"
     assert {"recompute top-5", "max |Δlogit|", "KL", "cached ms", "recompute ms", "recompute_last ms"} <= set(table)

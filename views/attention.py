@@ -28,15 +28,15 @@ else:  # a 1-token run has only the prefill step: nothing to slide through
     step = 0
     c3.caption("Step 0 is this run's only step (1 new token): generate more to step through.")
 
-row = run.comparison.iloc[step]
+comparison = run.comparison
 m1, m2, m3 = st.columns(3)
 m1.metric("Rows computed this step (cache)", len(run.cached.step_rows(step)))
 m2.metric("Rows computed this step (recompute)", run.recompute.steps[step].context_len)
-slice_delta = row.get("slice_delta")
-m3.metric("Re-computed rows vs stored: max |Δ|", "—" if slice_delta is None or slice_delta != slice_delta
-          else f"{slice_delta:.1e}", help="The slice proof: the recompute pass derived the old rows again and "
-                                          "they match what was stored at earlier steps (all layers and heads).")
-st.caption(f"New row(s), cache vs recompute, max |Δ| over all layers and heads: {row['attn_row_delta']:.1e}")
+slice_delta = comparison.slice_delta[step]
+m3.metric("Re-computed rows vs stored: max |Δ|", "—" if slice_delta != slice_delta else f"{slice_delta:.1e}",
+          help="The slice proof: the recompute pass derived the old rows again and they match what was stored "
+               "at earlier steps (all layers and heads).")
+st.caption(f"New row(s), cache vs recompute, max |Δ| over all layers and heads: {comparison.attn_row_delta[step]:.1e}")
 common.chart(plots.attention_panes(run, layer, head, step), key="attention_panes")
 
 st.subheader(f"All heads of layer {layer}")

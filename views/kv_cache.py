@@ -1,9 +1,8 @@
 """KV cache: how many bytes the remembered keys and values take, and how they are laid out."""
 
-import pandas as pd
 import streamlit as st
 
-from gptviz import anatomy, cost, plots, registry
+from gptviz import anatomy, cost, plots, registry, ui_state
 from views import _common as common
 
 st.title("The KV cache: what is remembered, and how big it gets")
@@ -42,11 +41,6 @@ dtype = c3.selectbox("Number format", ["float16", "float32"], index=1, key="wi_d
 if names:
     shapes = {n: registry.SHAPES[n] for n in names}
     common.chart(plots.kv_what_if(shapes, int(tokens), dtype), key="kv_what_if")
-    st.dataframe(pd.DataFrame([{
-        "model": n, "layers": s.layers, "heads": s.heads, "head_dim": s.head_dim,
-        f"KV cache for {int(tokens):,} tokens (MiB)":
-            cost.kv_bytes(s.layers, s.heads, s.head_dim, int(tokens), cost.DTYPE_BYTES[dtype]) / 2**20,
-        "beyond its context?": int(tokens) > s.context} for n, s in shapes.items()]),
-        hide_index=True, width="stretch")
+    st.dataframe(ui_state.what_if_table(shapes, int(tokens), dtype), hide_index=True, width="stretch")
 else:
     st.caption("Pick at least one model.")

@@ -15,25 +15,26 @@ common.intro(
 )
 result = common.require()
 run, summary = result.run, result.run.summary()
+recompute = summary.recompute
 
-st.caption(f"Model: **{result.model_name}** · {summary['prompt_tokens']} prompt tokens · "
-           f"{summary['steps']} new tokens · {summary['dtype']} · {run.settings.cache} cache · "
+st.caption(f"Model: **{result.model_name}** · {summary.prompt_tokens} prompt tokens · "
+           f"{summary.steps} new tokens · {summary.dtype} · {run.settings.cache} cache · "
            f"{run.settings.sampling} · whole run {result.seconds:.1f} s")
 cols = st.columns(4)
-if "same_tokens" in summary:
-    cols[0].metric("Same tokens both ways?", "yes" if summary["same_tokens"] else "no",
+if recompute is not None:
+    cols[0].metric("Same tokens both ways?", "yes" if recompute.same_tokens else "no",
                    help="Recompute replays the cached run's tokens; this checks it would have chosen them too "
-                        f"(argmax agreement {summary['argmax_agreement']:.0%}).")
-    cols[1].metric("Largest logit difference", f"{summary['max_abs_dlogit']:.2e}",
+                        f"(argmax agreement {recompute.argmax_agreement:.0%}).")
+    cols[1].metric("Largest logit difference", f"{recompute.max_abs_dlogit:.2e}",
                    help="max |Δlogit| over every step and vocabulary entry, cached vs recompute")
-    cols[2].metric("Speed-up from the cache", f"{summary['speedup']:.1f}×",
-                   help=f"recompute {summary['recompute_seconds']:.3f} s vs cached {summary['cached_seconds']:.3f} s "
+    cols[2].metric("Speed-up from the cache", f"{recompute.speedup:.1f}×",
+                   help=f"recompute {recompute.recompute_seconds:.3f} s vs cached {summary.cached_seconds:.3f} s "
                         "of forward passes")
-cols[3].metric("KV cache at the end", f"{summary['kv_cache_bytes'] / 1024:,.0f} KiB",
-               help=f"allocated: {summary['kv_cache_allocated'] / 1024:,.0f} KiB ({run.settings.cache} cache)")
+cols[3].metric("KV cache at the end", f"{summary.kv_cache_bytes / 1024:,.0f} KiB",
+               help=f"allocated: {summary.kv_cache_allocated / 1024:,.0f} KiB ({run.settings.cache} cache)")
 
-if "speedup" in summary and summary["speedup"] < 1.5:
-    st.caption(f"Only {summary['speedup']:.1f}× here: this model is small and the text short, so the fixed cost of "
+if recompute is not None and recompute.speedup < 1.5:
+    st.caption(f"Only {recompute.speedup:.1f}× here: this model is small and the text short, so the fixed cost of "
                "each call dominates the work the cache saves. The **Timing** page shows the FLOPs it saves; "
                "longer outputs or a bigger model show the gap.")
 

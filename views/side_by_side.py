@@ -19,14 +19,12 @@ if run.recompute is None:
     st.warning("This run has no recompute trace to compare with.")
     st.stop()
 
-lm = common.loaded(result)
-table = ui_state.step_table(run, lambda i: lm.tokenizer.decode([i]))
+table, recompute = ui_state.step_table(run), run.summary().recompute
 eps = plots.machine_epsilon(run.cached.dtype)
-worst = float(run.comparison["max_abs_dlogit"].max())
 cols = st.columns(3)
-cols[0].metric("Largest |Δlogit|", f"{worst:.2e}")
+cols[0].metric("Largest |Δlogit|", f"{recompute.max_abs_dlogit:.2e}")
 cols[1].metric(f"{run.cached.dtype} machine epsilon", f"{eps:.1e}")
-cols[2].metric("Steps where the top token agrees", f"{run.comparison['argmax_equal'].mean():.0%}")
+cols[2].metric("Steps where the top token agrees", f"{recompute.argmax_agreement:.0%}")
 
 common.chart(plots.logit_delta(run), key="logit_delta")
 st.dataframe(table, hide_index=True, width="stretch", column_config={

@@ -1,10 +1,8 @@
 """Timing: per-step and total cost of each way of decoding, measured and fitted."""
 
-import pandas as pd
 import streamlit as st
 
-import gptviz
-from gptviz import anatomy, cost, plots
+from gptviz import anatomy, cost, plots, ui_state
 from views import _common as common
 
 st.title("Timing: flat vs growing")
@@ -16,13 +14,14 @@ common.intro(
 )
 result = common.require()
 run, summary = result.run, result.run.summary()
+recompute = summary.recompute
 lm = common.loaded(result)
 
 cols = st.columns(4)
-cols[0].metric("Cached, total", f"{summary['cached_seconds'] * 1000:.0f} ms")
-if "recompute_seconds" in summary:
-    cols[1].metric("Recompute, total", f"{summary['recompute_seconds'] * 1000:.0f} ms")
-    cols[2].metric("Speed-up", f"{summary['speedup']:.1f}×")
+cols[0].metric("Cached, total", f"{summary.cached_seconds * 1000:.0f} ms")
+if recompute is not None:
+    cols[1].metric("Recompute, total", f"{recompute.recompute_seconds * 1000:.0f} ms")
+    cols[2].metric("Speed-up", f"{recompute.speedup:.1f}×")
 weights = cost.weight_bytes(lm.model)
 bandwidth = common.memory_bandwidth()
 floor = cost.step_floor_seconds(weights, bandwidth)
@@ -33,18 +32,13 @@ cols[3].metric("Bandwidth floor per cached step", f"{floor * 1000:.2f} ms",
 common.chart(plots.step_times(run, floor_seconds=floor), key="step_times")
 st.caption("Wall-clock times on this computer: anything else running on it shows up as spikes. Run again to "
            "see which features are stable.")
-if (run.comparison["step"] > 0).sum() >= 3:
-    fits = anatomy.growth_fit(run)
+if run.comparison.decoding.sum() >= 3:
+    fits = anatomy.growth_fit(run.comparison)
     common.chart(plots.cumulative_times(run), key="cumulative_times")
-    growth = fits.set_index("mode")["per_step_growth"]
     st.caption("How the decode steps grew: the median of the last quarter of steps over the first quarter — "
-               + ", ".join(f"{gptviz.Mode(m).label} {g:.1f}×" for m, g in growth.items())
+               + ", ".join(f"{f.mode.label} {f.per_step_growth:.1f}×" for f in fits)
                + ". Flat is ≈1×; a linear per-step cost makes the total quadratic.")
-    st.dataframe(pd.DataFrame({
-        "mode": fits["mode"].map(lambda m: gptviz.Mode(m).label),
-        "ms per extra token (slope)": fits["seconds_per_extra_token"] * 1e3,
-        "last ÷ first steps": fits["per_step_growth"], "total: s per n²": fits["total_quadratic_term"],
-        "total: s per n": fits["total_linear_term"]}), hide_index=True, width="stretch")
+    st.dataframe(ui_state.growth_table(fits), hide_index=True, width="stretch")
 else:
     st.caption("Generate at least 4 tokens to fit how the cost grows.")
 c1, c2 = st.columns(2)
@@ -54,6 +48,6 @@ with c2:
     common.chart(plots.layer_times(run), key="layer_times")
 shape = cost.Shape.of(lm.model)
 common.chart(plots.step_flops(run, shape), key="step_flops")
-last = run.comparison.iloc[-1]
-st.caption(f"At the last step the cached pass needs {cost.step_flops(shape, 'cached', int(last['context_len']), 1):,} "
-           f"FLOPs and the recompute pass {cost.step_flops(shape, 'recompute', int(last['context_len'])):,}.")
+last = run.cached.steps[-1].context_len
+st.caption(f"At the last step the cached pass needs {cost.step_flops(shape, 'cached', last, 1):,} "
+           f"FLOPs and the recompute pass {cost.step_flops(shape, 'recompute', last):,}.")
