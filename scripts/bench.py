@@ -177,6 +177,32 @@ def concurrency(model, prompts: list[torch.Tensor], n: int, counts: Sequence[int
     return rows
 
 
+def lab_overhead(model, prompt: torch.Tensor, n: int, repeats: int) -> dict:
+    """Each Cache-lab variant's greedy decode against the exact DynamicCache decode: same model, same prompt,
+    interleaved (forward, then backward order), best of ``repeats``; plus the bytes each cache holds at the end."""
+    from gptviz import lab
+    from gptviz.lab.settings import variants as lab_variants
+    from gptviz.lab.variants import greedy
+
+    config, ids = model.config, prompt.tolist()
+    settings = lab.LabSettings(groups=lab.suggested_groups(config.n_head))
+    todo, missing = lab_variants(settings, config.n_embd // config.n_head)
+    variants = [lab.Variant("exact", "exact"), *todo]
+    for v in variants:  # warm-up: first-use costs (the quanto import) stay out of the timings
+        greedy(model, ids, 2, lab.build(v, config))
+    best: dict[str, float] = {v.name: float("inf") for v in variants}
+    held: dict[str, int] = {}
+    for r in range(repeats):
+        for v in variants if r % 2 == 0 else variants[::-1]:
+            seconds, (_, _, sizes) = _clock(lambda v=v: greedy(model, ids, n, lab.build(v, config)))
+            best[v.name], held[v.name] = min(best[v.name], seconds), sizes[-1]
+    exact = best["exact"]
+    return {"new_tokens": n, "repeats": repeats, "missing": missing,
+            "variants": [{"variant": v.name, "seconds": best[v.name], "seconds_per_token": best[v.name] / n,
+                          "overhead_vs_exact": best[v.name] / exact, "kv_bytes": held[v.name],
+                          "kv_bytes_vs_exact": held[v.name] / held["exact"]} for v in variants]}
+
+
 def _mb(n: float) -> str:
     return f"{n / 1e6:.1f} MB"
 
@@ -316,6 +342,10 @@ def bench(args: argparse.Namespace) -> dict:
             if not args.json:
                 print_run(entry)
         results["peak_rss_bytes"] = _peak_rss()  # this process: before the concurrent decodes and the copy
+        if args.lab_tokens:
+            results["lab"] = lab_overhead(model, prompt, args.lab_tokens, args.repeats)
+            if not args.json:
+                print_lab(results["lab"])
         if args.concurrency:
             results["concurrency"] = concurrency(model, prompts, args.concurrency_tokens, args.concurrency)
     if args.session_rss:
@@ -358,6 +388,18 @@ def print_run(entry: dict) -> None:
         line += (f"  target ≤ {_mb(TRACE_TARGET)} at {TRACE_TARGET_TOKENS}  "
                  f"{_verdict(entry['trace_bytes'] <= TRACE_TARGET)}")
     print(line)
+    sys.stdout.flush()
+
+
+def print_lab(lab: dict) -> None:
+    print(f"\nCache lab variants: greedy decode of {lab['new_tokens']} tokens, best of {lab['repeats']} interleaved "
+          "runs, against the exact DynamicCache decode")
+    print(f"  {'variant':<22} {'s/token':>9} {'÷ exact':>8} {'KV bytes':>12} {'÷ exact':>8}")
+    for v in lab["variants"]:
+        print(f"  {v['variant']:<22} {v['seconds_per_token'] * 1e3:>7.1f}ms {v['overhead_vs_exact']:>8.2f} "
+              f"{v['kv_bytes']:>12,} {v['kv_bytes_vs_exact']:>8.2f}")
+    for backend, reason in lab["missing"].items():
+        print(f"  {backend}: not run ({reason})")
     sys.stdout.flush()
 
 
@@ -424,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency-tokens", type=int, default=32, help="new tokens per concurrent decode (32)")
     p.add_argument("--bandwidth-mib", type=int, default=256,
                    help="MiB streamed to measure memory bandwidth (256)")
+    p.add_argument("--lab-tokens", type=int, default=64,
+                   help="new tokens per Cache-lab variant decode (64); 0 to skip the lab variants")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-session-rss", dest="session_rss", action="store_false",
                    help="skip the fresh-process session run that measures peak RSS")

@@ -14,7 +14,7 @@ _spec.loader.exec_module(bench)
 
 TINY = ["--layers", "2", "--heads", "2", "--d-model", "32", "--vocab", "64", "--context", "64",
         "--prompt-tokens", "4", "--tokens", "3,5", "--repeats", "2", "--cached-repeats", "2", "--concurrency", "1,2",
-        "--concurrency-tokens", "3", "--bandwidth-mib", "8"]
+        "--concurrency-tokens", "3", "--bandwidth-mib", "8", "--lab-tokens", "3"]
 
 
 def test_bench_json_report(capsys, tmp_path):
@@ -44,6 +44,10 @@ def test_bench_json_report(capsys, tmp_path):
         assert run["trace_bytes"] == run["modes"]["cached"]["trace_bytes"] + run["modes"]["recompute"]["trace_bytes"]
         assert run["modes"]["recompute_last"]["trace_bytes"] < run["modes"]["recompute"]["trace_bytes"]
         assert run["cached_step_seconds"] > 0 and run["cached_step_vs_floor"] > 0
+    lab = report["lab"]  # every Cache-lab variant timed against the exact cached decode
+    assert [v["variant"] for v in lab["variants"]][:2] == ["exact", "fp8"] and lab["new_tokens"] == 3
+    assert all(v["seconds"] > 0 and v["overhead_vs_exact"] > 0 and v["kv_bytes"] > 0 for v in lab["variants"])
+    assert lab["variants"][0]["overhead_vs_exact"] == 1.0
     assert [c["decodes"] for c in report["concurrency"]] == [1, 2]
     assert all(c["tokens_per_second"] > 0 and c["tokens_each"] == 3 for c in report["concurrency"])
 
