@@ -241,11 +241,10 @@ class Server:
         while True:
             job = self._next()
             try:
-                result = job.compute(job)
+                result, error = job.compute(job), None
             except BaseException as exc:  # the waiters re-raise it; the worker goes on
-                self._finish(job, None, exc)
-            else:
-                self._finish(job, result, None)
+                result, error = None, exc
+            self._finish(job, result, error)
 
     def _finish(self, job: Job, result: Any, error: BaseException | None) -> None:
         job.finished_at = time.monotonic()
@@ -256,7 +255,10 @@ class Server:
                 del self._in_flight[job.key]
             if error is None:
                 self._learn(job, seconds)
-                self._store(job, result)
+                try:
+                    self._store(job, result)
+                except Exception:  # a result that cannot be sized is not kept; its waiters still get it
+                    log.exception("gptviz.serve could not store the result of key=%s", job.key)
         log.info("gptviz.serve decode finished in %.2fs %s decodes_executed=%d", seconds,
                  "ok" if error is None else f"error={error.__class__.__name__}", self.decodes)
         # Set last: a waiter woken by the result finds the store and the queue already updated.

@@ -1,4 +1,5 @@
 import os
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 
@@ -63,6 +64,15 @@ def tokenizer():
 @pytest.fixture(autouse=True)
 def _single_thread():
     torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _own_app_server():
+    """Each test's app sessions get a fresh decode queue and result store: no run shared across tests."""
+    common = sys.modules.get("views._common")  # imported by the first AppTest run
+    if common is not None:
+        common.server.clear()
     yield
 
 

@@ -1,6 +1,7 @@
 """The Streamlit app end to end in-process (AppTest): every page, both a tiny random and the bundled model."""
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from gptviz import ui_state
 from tests.conftest import TINY_SOURCE
+from views import _common as common
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 TIMEOUT = 120  # the first run imports torch and loads a model
@@ -161,3 +163,29 @@ def test_logit_lens_last_layer_predicts_the_runs_first_token():
     first = shown(at).run.cached.steps[0].token_text
     at.switch_page("views/inside_gpt2.py").run()
     assert any(f"prediction: {first!r} with probability" in c.value for c in at.caption)
+
+
+def test_students_with_the_same_link_share_one_decode_and_run_gives_a_fresh_one():
+    first, second = start(), start()
+    assert shown(second) is shown(first)  # one Result for both sessions
+    assert common.server().decodes == 1
+    second.button(key="run").click().run()  # Run on unchanged settings: fresh timings, for this student only
+    assert shown(second) is not shown(first) and common.server().decodes == 2
+    assert shown(second).run.text == shown(first).run.text
+    assert shown(start()) is shown(second)  # the next visitor gets the newest run
+
+
+def test_a_student_queued_behind_another_run_sees_the_wait():
+    release = threading.Event()
+    other = shown(start())  # loads the model and the server
+
+    def another_students_run(job):
+        release.wait(TIMEOUT)
+        return other
+
+    common.server().request("another student's settings", another_students_run)
+    threading.Timer(1.0, release.set).start()
+    at = start(new="5")
+    label = at.status[0].label
+    assert label.startswith("Done: 5 tokens, 3 ways") and "waited 1 s for the 1 run ahead of you" in label, label
+    assert common.server().decodes == 3

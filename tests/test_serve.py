@@ -164,3 +164,9 @@ def test_the_wait_estimate_comes_from_timed_runs_of_the_same_kind():
 
 def test_slots_follow_the_core_count():
     assert [serve.default_slots(n) for n in (1, 2, 4, 8, 16)] == [1, 1, 1, 2, 4]
+
+
+def test_a_result_that_cannot_be_sized_still_reaches_its_waiters():
+    server = serve.Server(slots=1, nbytes=len)
+    assert server.request("odd", lambda job: 42).result(WAIT) == 42  # len(42) fails: not kept, no hang
+    assert server.stored_keys() == [] and server.request("next", lambda job: "ok").result(WAIT) == "ok"

@@ -1,21 +1,29 @@
 """What every page shares: the one model loader, the sidebar, running with live progress, the current result.
 
-Results are kept in ``st.session_state`` keyed by the settings that produced them, so moving
-a slider on a page (a rerun of the script) never runs the model again; only the Run button,
-or settings nobody has run yet on a first visit, do. Sidebar widgets are bound to the URL
+Decoding is the server's job (gptviz.serve): one queue for every session, one decode per
+settings however many students ask at once, finished runs shared. Each session keeps the
+results it was shown in ``st.session_state``, keyed by the settings that produced them, so
+moving a slider on a page (a rerun of the script) never runs the model again; only the Run
+button, or settings nobody has run yet on a first visit, do. Sidebar widgets are bound to the URL
 (``bind="query-params"``), so the address bar is always a shareable link to the current view.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import pandas as pd
 import streamlit as st
+from streamlit.runtime import Runtime
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 import gptviz
-from gptviz import anatomy, cost, ui_state
+from gptviz import anatomy, cost, serve, ui_state
 from gptviz.decoding import warm_up
 from gptviz.hosting import Policy
 from gptviz.ui_state import AppSettings
@@ -23,6 +31,8 @@ from gptviz.ui_state import AppSettings
 MAX_KEPT_RUNS = 4  # per browser session; a run of the bundled model holds a few MiB of attention
 MAX_KEPT_RUNS_HOSTED = 1  # a shared server: GPT-2 runs hold up to ~100 MiB each, times every student
 URL = "query-params"
+SHARED_RESULTS_BYTES = 256 * 2**20  # finished runs kept server-wide for the next student with the same settings
+POLL_SECONDS = 0.4  # how often a waiting session redraws its place or progress
 
 
 def policy() -> Policy:
@@ -46,6 +56,10 @@ class Result:
     model_name: str  # what was actually loaded (the bundled model after a fallback)
     notice: str | None  # why a fallback happened
     seconds: float  # wall time of the whole run, all modes
+
+    def nbytes(self) -> int:
+        """Bytes it holds: the traces (attention dominates), and a few numbers per step in the comparison."""
+        return sum(t.nbytes() for t in self.run.traces.values()) + 256 * len(self.run.cached.steps)
 
 
 def _use_preset() -> None:
@@ -93,62 +107,136 @@ def current() -> Result | None:
     return _runs().get(st.session_state.get("gptviz_shown"))
 
 
-def _decode_with_progress(settings: AppSettings) -> Result:
+@st.cache_resource
+def server() -> serve.Server:
+    """This Streamlit server's one decode queue and shared results (every session and page use it)."""
+    decodes = serve.Server(max_bytes=SHARED_RESULTS_BYTES, nbytes=Result.nbytes)
+    threads = serve.set_torch_threads(decodes.slots)
+    log = logging.getLogger(serve.__name__)
+    if not log.handlers:  # an operator's log line per decode, on the server's stdout
+        log.addHandler(logging.StreamHandler(sys.stdout))
+        log.setLevel(logging.INFO)
+    log.info("gptviz.serve %d decode slot(s), %d torch thread(s) each", decodes.slots, threads)
+    return decodes
+
+
+@dataclass
+class Progress:
+    """What the decode worker reports; every session waiting for the run draws it."""
+
+    done: int  # steps finished over all modes
+    total: int
+    label: str  # e.g. "KV cache (new token only): step 3 of 24"
+    text: str  # the prompt and the tokens chosen so far
+
+
+def _decode(lm: gptviz.LoadedModel, settings: AppSettings, job: serve.Job) -> Result:
+    """The decode itself, on a worker thread of ``server()``: no Streamlit calls here."""
+    decode, limits = settings.decode_settings(), policy().limits
+    total, done, produced = settings.max_new_tokens * len(decode.modes), 0, []
+
+    def on_step(mode: str, step: int, token_id: int) -> None:
+        nonlocal done
+        done += 1
+        if mode == "cached":
+            produced.append(lm.tokenizer.decode([token_id]))
+        job.report(Progress(done, total, f"{gptviz.Mode(mode).label}: step {step + 1} of {settings.max_new_tokens}",
+                            settings.prompt + "".join(produced)))
+
+    started = time.perf_counter()
+    run = gptviz.run(lm.model, lm.tokenizer, settings.prompt, decode, model_name=lm.name, on_step=on_step,
+                     limits=limits)
+    return Result(settings, run, lm.name, lm.notice, time.perf_counter() - started)
+
+
+def _waiter() -> tuple[str | None, Callable[[], bool]]:
+    """This browser session's id, and whether it is still connected (a closed tab stops waiting)."""
+    ctx = get_script_run_ctx()
+    if ctx is None or not Runtime.exists() or not Runtime.instance().is_active_session(ctx.session_id):
+        return None, lambda: True  # not a live server session (AppTest): always waiting
+    session, runtime = ctx.session_id, Runtime.instance()
+    return session, lambda: runtime.is_active_session(session)
+
+
+def _decode_with_progress(settings: AppSettings, fresh: bool) -> Result:
+    """Join or queue the server's decode of ``settings`` and wait for it, showing the place or the progress."""
     limits = policy().limits
     decode = settings.decode_settings().validate(limits)  # before loading: nothing to load for a bad request
     lm = load_model(settings.source, settings.dtype)
-    total, done, produced = settings.max_new_tokens * len(decode.modes), 0, []
+    ids = gptviz.decoding.encode(lm.tokenizer, settings.prompt)  # and the rest before queueing
+    decode.validate(limits, prompt_len=len(ids), shape=cost.Shape.of(lm.model),
+                    value_bytes=next(lm.model.parameters()).element_size())
+    waiter, alive = _waiter()
+    request = dict(waiter=waiter, alive=alive, size=settings.max_new_tokens, size_kind=(lm.name, settings.dtype))
+    job = server().request(settings.key, partial(_decode, lm, settings), fresh=fresh, **request)
+    if job.state == "done":
+        return job.result()  # another session's run of these settings: nothing to wait for
+    st.session_state["gptviz_pending"] = settings.key  # a page switch meanwhile rejoins this job
     with st.status(f"Decoding with {lm.name}…", expanded=True) as status:
-        bar = st.progress(0.0, text="starting")
-        text = st.empty()
-
-        shown_at = 0.0
-
-        def on_step(mode: str, step: int, token_id: int) -> None:
-            nonlocal done, shown_at
-            done += 1
-            if mode == "cached":
-                produced.append(lm.tokenizer.decode([token_id]))
-            # At most ~8 screen updates a second: sending them takes the GIL from the timed forward passes.
-            last = step + 1 == settings.max_new_tokens
-            if time.perf_counter() - shown_at < 0.12 and not last:
-                return
-            shown_at = time.perf_counter()
-            bar.progress(done / total, text=f"{gptviz.Mode(mode).label}: step {step + 1} of "
-                                            f"{settings.max_new_tokens}")
-            if mode == "cached":  # tokens appear as the cached decoder chooses them
-                text.text(settings.prompt + "".join(produced))
-
-        started = time.perf_counter()
-        try:
-            run = gptviz.run(lm.model, lm.tokenizer, settings.prompt, decode, model_name=lm.name, on_step=on_step,
-                             limits=limits)
-        except gptviz.DecodeError:
-            status.update(label="Could not decode this input", state="error")
-            raise
-        seconds = time.perf_counter() - started
-        status.update(label=f"Done: {settings.max_new_tokens} tokens, {len(decode.modes)} ways, {seconds:.1f} s",
-                      state="complete", expanded=False)
-    return Result(settings, run, lm.name, lm.notice, seconds)
+        line, bar, text = st.empty(), st.empty(), st.empty()
+        shown, first_place = None, None
+        while True:
+            try:
+                result = job.result(timeout=POLL_SECONDS)
+                break
+            except TimeoutError:
+                pass
+            except serve.CancelledError:  # skipped while nobody seemed to wait: ask again
+                job = server().request(settings.key, partial(_decode, lm, settings), **request)
+                continue
+            except gptviz.DecodeError:
+                status.update(label="Could not decode this input", state="error")
+                raise
+            if job.state == "queued":
+                place = server().place(job)
+                first_place = first_place or place
+                now = ("queued", place)
+                if now != shown:
+                    status.update(label=f"Waiting for the server: {place.describe()}")
+                    line.caption("One run is timed at a time, so that every timing you see had the computer "
+                                 "to itself. Runs start in the order they were asked for.")
+            else:
+                progress, others = job.progress, len(job.waiters) - 1
+                now = ("running", progress, others)
+                if now != shown:
+                    status.update(label=f"Decoding with {lm.name}…")
+                    line.caption(f"{others} other student{'s' if others != 1 else ''} will see this same run."
+                                 if others > 0 else "")
+                    if progress is not None:
+                        bar.progress(progress.done / progress.total, text=progress.label)
+                        text.text(progress.text)
+            shown = now
+        if job.progress is not None:  # the finished run's last report: all steps, the whole text
+            bar.progress(1.0, text=job.progress.label)
+            text.text(job.progress.text)
+        waited = (f" · waited {job.queue_seconds:.0f} s for the {first_place.describe().split(' ahead')[0]} "
+                  "ahead of you" if first_place is not None else "")
+        status.update(label=f"Done: {settings.max_new_tokens} tokens, {len(result.run.traces)} ways, "
+                            f"{result.seconds:.1f} s{waited}", state="complete", expanded=False)
+    return result
 
 
 def run_if_needed(settings: AppSettings, clicked: bool) -> None:
     """Decode when asked (or on a first visit); otherwise reuse a kept result for settings already run.
 
-    Run with unchanged settings decodes again on purpose: fresh timings on a noisy machine.
+    Run with unchanged settings decodes again on purpose: fresh timings on a noisy machine. A run
+    this session was waiting for when it switched page is joined again, not restarted.
     """
     runs = _runs()
-    if settings.key in runs and not clicked:  # already computed for exactly these inputs: no model call
+    pending = st.session_state.get("gptviz_pending") == settings.key
+    if settings.key in runs and not (clicked or pending):  # already computed for exactly these inputs
         st.session_state["gptviz_shown"] = settings.key
         return
-    if not (clicked or current() is None):
+    if not (clicked or pending or current() is None):
         st.info("The sidebar settings changed: press **Run** to decode them. Showing the previous run below.")
         return
     try:
-        result = _decode_with_progress(settings)
+        result = _decode_with_progress(settings, fresh=clicked and not pending)
     except (gptviz.DecodeError, gptviz.ModelLoadError) as exc:
+        st.session_state.pop("gptviz_pending", None)
         st.error(f"**Cannot run this:** {exc}")
         return
+    st.session_state.pop("gptviz_pending", None)  # not on a page switch (Streamlit stops the script): rejoin then
     runs.pop(settings.key, None)  # re-insert: the newest run is the last one evicted
     runs[settings.key] = result
     while len(runs) > (MAX_KEPT_RUNS_HOSTED if policy().hosted else MAX_KEPT_RUNS):
