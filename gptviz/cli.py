@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any, NoReturn
 
+from gptviz import display
 from gptviz.modes import MODES, Mode, parse_modes
 from gptviz.registry import BUNDLED
 from gptviz.settings import CACHES, DTYPES, NEW_TOKENS, SAMPLINGS
@@ -244,7 +245,7 @@ def table_text(data: dict) -> str:
     head += f"  {'KV KiB':>8}"
     lines += [head, "-" * len(head)]
     for row in data["steps"]:
-        token = json.dumps(row["token"])[1:-1][:14]  # escape newlines so each step stays on one line
+        token = display.token(row["token"], 14)  # whitespace made visible: each step stays on one line
         line = f"{row['step']:>4}  {token:<14} {row['context_len']:>4}  {_ms(row['cached_seconds']):>9}"
         if has_recompute:
             line += (f"  {_ms(row['recompute_seconds']):>9}  {row['max_abs_dlogit']:>11.2e}"

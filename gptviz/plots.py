@@ -8,13 +8,16 @@ message that says what to pass instead.
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from gptviz import anatomy, cost
+from gptviz import anatomy, cost, display
+from gptviz.display import NORMAL, Style
 from gptviz.modes import Mode
 from gptviz.trace import Trace
 
@@ -65,13 +68,42 @@ def machine_epsilon(dtype: str) -> float:
 def token_labels(trace: Trace) -> list[str]:
     """'position:token' for every attention row, unique so plotly keeps every row."""
     texts = trace.prompt_tokens + [s.token_text for s in trace.steps]
-    shown = [t.replace("\n", "⏎").replace(" ", "␣") or "∅" for t in texts]
-    return [f"{i}:{t[:12]}" for i, t in enumerate(shown)]
+    return [f"{i}:{display.token(t, 12)}" for i, t in enumerate(texts)]
 
 
 def _layout(fig: go.Figure, title: str, **axes) -> go.Figure:
-    fig.update_layout(title=title, legend={"orientation": "h", "y": -0.2}, margin={"t": 60, "b": 40}, **axes)
+    fig.update_layout(title=title, **axes)
+    return styled(fig, NORMAL)
+
+
+def styled(fig: go.Figure, style: Style) -> go.Figure:
+    """Fit a figure to an audience: font sizes, a left-aligned title wrapped to fit (never under the
+    toolbar, which sits top right), and legends in a row below the plot. Safe to apply again."""
+    title = style.wrap((fig.layout.title.text or "").replace("<br>", " "))
+    lines = title.count("<br>") + 1
+    top = 16 + round(lines * style.title * 1.3)
+    fig.update_layout(
+        font={"size": style.font},
+        title={"text": title, "x": 0, "xref": "container", "xanchor": "left", "y": 1, "yref": "container",
+               "yanchor": "top", "pad": {"l": 8, "t": 10}, "font": {"size": style.title}},
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.12, "yanchor": "top",
+                "font": {"size": style.font}},
+        margin={"t": top + 16, "b": 40, "l": 60, "r": 20, "autoexpand": True})
+    fig.update_xaxes(tickfont_size=style.ticks, title_font_size=style.font, automargin=True)
+    fig.update_yaxes(tickfont_size=style.ticks, title_font_size=style.font, automargin=True)
+    fig.update_annotations(font_size=style.font)  # subplot titles and line labels
     return fig
+
+
+def _from_zero(fig: go.Figure) -> None:
+    """Linear axes whose bar or line heights a reader compares start at 0."""
+    fig.update_yaxes(rangemode="tozero")
+
+
+def _log_axis(title: str, values) -> dict:
+    """A log axis labelled once per decade (or fewer) as 10^n, never the crowded 2 and 5 in between."""
+    return {"title": title, "type": "log", "exponentformat": "power", "showexponent": "all",
+            "dtick": display.log_dtick(values), "minor": {"showgrid": False}}
 
 
 # ---- Side by side ---------------------------------------------------------------------------------
@@ -81,18 +113,22 @@ def logit_delta(run) -> go.Figure:
     _needs(run, "recompute")
     comparison, eps = run.comparison, machine_epsilon(run.cached.dtype)
     floor = eps * 1e-3  # where exact zeros are drawn: a log axis has no 0
-    fig = go.Figure()
+    fig, drawn = go.Figure(), [eps]
     for mode, agreement in comparison.agreement.items():
         delta = agreement.max_abs_dlogit
         zero = delta == 0
+        drawn += list(np.where(zero, floor, delta))
         fig.add_trace(go.Scatter(x=comparison.step, y=np.where(zero, floor, delta), mode="lines+markers",
                                  name=f"{Mode(mode).label} vs cache", line={"color": Mode(mode).color},
                                  marker={"symbol": np.where(zero, "x", "circle")},
                                  customdata=delta, hovertemplate="step %{x}: |Δ| = %{customdata:.3g}<extra></extra>"))
-    fig.add_hline(y=eps, line_dash="dash", line_color="#A3A3A3",
-                  annotation_text=f"{run.cached.dtype} machine epsilon {eps:.1e}", annotation_position="top left")
+    fig.add_hline(y=eps, line_dash="dash", line_color="#A3A3A3")
+    # On a log axis an annotation's y is log10 of the value (add_hline's own label lands elsewhere).
+    fig.add_annotation(x=0, xref="paper", xanchor="left", y=np.log10(eps), yref="y", yanchor="bottom",
+                       text=f"{run.cached.dtype} machine epsilon {eps:.1e}", showarrow=False,
+                       font={"color": "#737373"})
     return _layout(fig, "Largest logit difference per step (× = exactly equal)", xaxis_title="step",
-                   yaxis={"type": "log", "title": "max |Δlogit|", "exponentformat": "power"})
+                   yaxis=_log_axis("max |Δlogit|", drawn))
 
 
 # ---- Attention ------------------------------------------------------------------------------------
@@ -104,8 +140,14 @@ def _lower(matrix: np.ndarray) -> np.ndarray:
     return out
 
 
-def attention_panes(run, layer: int, head: int, step: int) -> go.Figure:
-    """Cached mode's new row(s) next to recompute mode's full map at ``step``, re-computed rows marked."""
+def attention_panes(run, layer: int, head: int, step: int, side_by_side: bool = False,
+                    height: int | None = None) -> go.Figure:
+    """Cached mode's new row(s) next to recompute mode's full map at ``step``, re-computed rows marked.
+
+    Stacked (one key axis, for narrow screens) or ``side_by_side`` (one query axis, for a projector:
+    the cache's new row sits level with the recompute map's red row); ``height`` in px overrides the
+    height that gives every row the same size.
+    """
     cached, recompute = run.cached, _needs(run, "recompute")
     _attention_of(cached), _attention_of(recompute)
     layer, head = _index("layer", layer, cached.layers), _index("head", head, cached.heads)
@@ -114,36 +156,62 @@ def attention_panes(run, layer: int, head: int, step: int) -> go.Figure:
     t = cached.steps[step].context_len
     cached_rows = _lower(cached.attention_map(layer, head, step))[rows.start:rows.stop]  # (new rows, t)
     full = _lower(recompute.attention_map(layer, head, step))  # (t, t)
-    # Stacked on one key axis, so the cached row lines up with the red row it equals; rows keep one height.
+    titles = (f"KV cache: {len(rows)} new row{'s' * (len(rows) > 1)} × {t} keys, all this step computes",
+              f"recompute: all {t} × {t} again (dotted: rows already known)")
     new = max(len(rows), 2)
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[new / (new + t), t / (new + t)],
-                        vertical_spacing=0.1, subplot_titles=(
-                            f"KV cache: {len(rows)} new row(s) × {t} keys — all this step computes",
-                            f"recompute: the whole {t} × {t} map again; rows above the red one were already known"))
+    if side_by_side:
+        fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.03,
+                            subplot_titles=[_wrap_subplot(x, 34) for x in titles])
+        only_new = np.full_like(full, np.nan)  # (t, t): the cache computes no other row this step
+        only_new[rows.start:rows.stop] = cached_rows
+        placed = [(only_new, labels[:t], 1, 1), (full, labels[:t], 1, 2)]
+        pane = "x2", "y2"
+    else:  # stacked on one key axis; rows keep one height
+        fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[new / (new + t), t / (new + t)],
+                            vertical_spacing=0.1, subplot_titles=[_wrap_subplot(x, 44) for x in titles])
+        placed = [(cached_rows, labels[rows.start:rows.stop], 1, 1), (full, labels[:t], 2, 1)]
+        pane = "x2", "y2"
     zmax = float(max(np.nanmax(full), np.nanmax(cached_rows)))
     common = {"coloraxis": "coloraxis", "hovertemplate": "query %{y}<br>key %{x}<br>weight %{z:.3f}<extra></extra>"}
-    fig.add_trace(go.Heatmap(z=cached_rows, x=labels[:t], y=labels[rows.start:rows.stop], **common), 1, 1)
-    fig.add_trace(go.Heatmap(z=full, x=labels[:t], y=labels[:t], **common), 2, 1)
+    for z, y, r, c in placed:
+        fig.add_trace(go.Heatmap(z=z, x=labels[:t], y=y, **common), r, c)
+    xref, yref = pane
     if rows.start > 0:  # rows the recompute pass derived again although they were known
-        fig.add_shape(type="rect", xref="x2", yref="y2", x0=-0.5, x1=t - 0.5, y0=-0.5, y1=rows.start - 0.5,
+        fig.add_shape(type="rect", xref=xref, yref=yref, x0=-0.5, x1=t - 0.5, y0=-0.5, y1=rows.start - 0.5,
                       line={"color": "#A3A3A3", "dash": "dot", "width": 2})
-    fig.add_shape(type="rect", xref="x2", yref="y2", x0=-0.5, x1=t - 0.5, y0=rows.start - 0.5, y1=rows.stop - 0.5,
-                  line={"color": NEW_ROW_COLOR, "width": 3})
+    fig.add_shape(type="rect", xref=xref, yref=yref, x0=-0.5, x1=t - 0.5, y0=rows.start - 0.5,
+                  y1=rows.stop - 0.5, line={"color": NEW_ROW_COLOR, "width": 3})
+    if side_by_side:
+        fig.add_shape(type="rect", xref="x", yref="y", x0=-0.5, x1=t - 0.5, y0=rows.start - 0.5,
+                      y1=rows.stop - 0.5, line={"color": NEW_ROW_COLOR, "width": 3})
     fig.update_yaxes(autorange="reversed")
-    fig.update_layout(coloraxis={"colorscale": ATTENTION_SCALE, "cmin": 0, "cmax": zmax,
-                                 "colorbar": {"title": "weight"}}, height=max(460, 16 * (t + new) + 200))
+    fig.update_layout(coloraxis={"colorscale": ATTENTION_SCALE, "cmin": 0, "cmax": zmax, "colorbar": _colorbar()},
+                      height=height or max(460, 16 * (t + new) + 200))
     return _layout(fig, f"Layer {layer}, head {head}, step {step}")
 
 
-def attention_growth(run, layer: int, head: int) -> go.Figure:
-    """Animated recompute map: step s reveals the top-left block of the final map (the slice property)."""
+def _wrap_subplot(text: str, width: int) -> str:
+    return "<br>".join(textwrap.wrap(text, width))
+
+
+def _colorbar(title: str = "weight") -> dict:
+    """A thin colour bar: narrow screens keep their width for the map."""
+    return {"title": {"text": title, "side": "top"}, "thickness": 12, "xpad": 4}
+
+
+def attention_growth(run, layer: int, head: int, start: int = 0) -> go.Figure:
+    """Animated recompute map: step s reveals the top-left block of the final map (the slice property).
+
+    Opens at step ``start`` (the nearest animation frame); ▶ plays on from there.
+    """
     recompute = _needs(run, "recompute")
     _attention_of(recompute)
     layer, head = _index("layer", layer, recompute.layers), _index("head", head, recompute.heads)
+    start = _index("start", start, len(recompute.steps))
     full = _lower(recompute.attention_map(layer, head))  # (T, T): the final map
     total, labels = full.shape[0], token_labels(recompute)[: full.shape[0]]
     fig = go.Figure(go.Heatmap(z=full, x=labels, y=labels, colorscale=ATTENTION_SCALE, zmin=0,
-                               zmax=float(np.nanmax(full)), colorbar={"title": "weight"}))
+                               zmax=float(np.nanmax(full)), colorbar=_colorbar()))
 
     def shapes_at(step: int) -> list[dict]:
         rows = recompute.step_rows(step)
@@ -154,16 +222,19 @@ def attention_growth(run, layer: int, head: int) -> go.Figure:
                           "y1": rows.stop - 0.5, "line": {"color": NEW_ROW_COLOR, "width": 3}}]
 
     steps = np.unique(np.linspace(0, len(recompute.steps) - 1, MAX_ANIMATION_FRAMES).round().astype(int))
+    first = int(np.abs(steps - start).argmin())
     fig.frames = [go.Frame(name=str(s), layout={"shapes": shapes_at(int(s))}) for s in steps]
+    # The step slider takes the full width, the buttons sit on a row of their own below it: on a
+    # 390 px phone they would otherwise cover the slider's labels.
     fig.update_layout(
-        shapes=shapes_at(0), height=max(460, 12 * total + 260), yaxis={"autorange": "reversed"},
+        shapes=shapes_at(int(steps[first])), height=max(480, 12 * total + 330), yaxis={"autorange": "reversed"},
         updatemenus=[{"type": "buttons", "direction": "left", "x": 0, "y": 0, "xanchor": "left", "yanchor": "top",
-                      "pad": {"t": 90}, "buttons": [
+                      "pad": {"t": 150}, "buttons": [
             {"label": "▶ Play", "method": "animate",
              "args": [None, {"frame": {"duration": 400, "redraw": True}, "fromcurrent": True}]},
             {"label": "⏸ Pause", "method": "animate",
              "args": [[None], {"mode": "immediate", "frame": {"duration": 0, "redraw": False}}]}]}],
-        sliders=[{"active": 0, "x": 0.18, "y": 0, "yanchor": "top", "len": 0.82, "pad": {"t": 80},
+        sliders=[{"active": first, "x": 0, "y": 0, "yanchor": "top", "len": 1, "pad": {"t": 70},
                   "currentvalue": {"prefix": "step "}, "steps": [
             {"label": str(s), "method": "animate",
              "args": [[str(s)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}]} for s in steps]}],
@@ -197,40 +268,56 @@ def kv_per_layer(run) -> go.Figure:
     trace = run.cached
     bytes_per_value = cost.DTYPE_BYTES[trace.dtype]
     steps = [s.index for s in trace.steps]
-    fig = go.Figure()
-    for layer in range(trace.layers):
-        fig.add_trace(go.Bar(x=steps, y=[s.kv_bytes[layer] for s in trace.steps], name=f"layer {layer}",
-                             marker_color=LAYER_COLORS[layer % len(LAYER_COLORS)]))
     formula = [cost.kv_bytes(trace.layers, trace.heads, trace.head_dim, s.context_len, bytes_per_value)
                for s in trace.steps]
-    fig.add_trace(go.Scatter(x=steps, y=formula, mode="markers", name="formula 2·layers·heads·head_dim·t·bytes",
+    name, size = display.byte_unit(max(formula))
+    fig = go.Figure()
+    for layer in range(trace.layers):
+        fig.add_trace(go.Bar(x=steps, y=[s.kv_bytes[layer] / size for s in trace.steps], name=f"layer {layer}",
+                             marker_color=LAYER_COLORS[layer % len(LAYER_COLORS)]))
+    fig.add_trace(go.Scatter(x=steps, y=[f / size for f in formula], mode="markers",
+                             name="formula 2·layers·heads·head_dim·t·bytes",
                              marker={"symbol": "diamond-open", "size": 10, "color": "#A3A3A3", "line": {"width": 2}}))
-    return _layout(fig, "KV-cache bytes per layer after each step (measured), formula on top", barmode="stack",
-                   xaxis_title="step", yaxis_title="bytes")
+    return _layout(fig, "KV-cache size per layer after each step (measured), formula on top", barmode="stack",
+                   xaxis_title="step", yaxis_title=name)
 
 
 def kv_allocation(run) -> go.Figure:
-    """Bytes in use vs bytes allocated: this run's cache measured, and both kinds by formula."""
+    """Memory in use vs allocated by this run's cache (measured), and the other kind's by formula.
+
+    Lines that would lie exactly on top of another are not drawn, so the legend lists what is visible.
+    """
     trace = run.cached
     bytes_per_value = cost.DTYPE_BYTES[trace.dtype]
     steps = [s.index for s in trace.steps]
     max_len = trace.prompt_len + len(trace.steps)
     per_token = cost.kv_bytes(trace.layers, trace.heads, trace.head_dim, 1, bytes_per_value)
+    allocated = [sum(s.kv_allocated) for s in trace.steps]
+    held = [sum(s.kv_bytes) for s in trace.steps]
+    name, size = display.byte_unit(max(allocated + [per_token * max_len]))
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=steps, y=[sum(s.kv_allocated) for s in trace.steps], mode="lines+markers",
-                             name=f"measured allocated ({trace.cache_kind})", line={"color": Mode.CACHED.color}))
-    fig.add_trace(go.Scatter(x=steps, y=[sum(s.kv_bytes) for s in trace.steps], mode="lines+markers",
-                             name="measured holding real tokens", line={"color": Mode.RECOMPUTE.color}))
-    fig.add_trace(go.Scatter(x=steps, y=[per_token * s.context_len for s in trace.steps], mode="lines",
-                             name="dynamic: grows by torch.cat", line={"dash": "dot", "color": "#A3A3A3"}))
-    fig.add_trace(go.Scatter(x=steps, y=[per_token * max_len] * len(steps), mode="lines",
-                             name=f"static: preallocated for {max_len} tokens",
-                             line={"dash": "dash", "color": "#8B5CF6"}))
-    return _layout(fig, "Dynamic growth vs static preallocation", xaxis_title="step", yaxis_title="bytes")
+    if allocated != held:
+        fig.add_trace(go.Scatter(x=steps, y=[a / size for a in allocated], mode="lines+markers",
+                                 name=f"measured: allocated ({trace.cache_kind})",
+                                 line={"color": Mode.CACHED.color}))
+    fig.add_trace(go.Scatter(x=steps, y=[h / size for h in held], mode="lines+markers",
+                             name="measured: holding real tokens" if allocated != held
+                             else f"measured: allocated = holding real tokens ({trace.cache_kind})",
+                             line={"color": Mode.RECOMPUTE.color}))
+    if trace.cache_kind != "dynamic":
+        fig.add_trace(go.Scatter(x=steps, y=[per_token * s.context_len / size for s in trace.steps], mode="lines",
+                                 name="a dynamic cache would grow by torch.cat",
+                                 line={"dash": "dot", "color": "#A3A3A3"}))
+    if trace.cache_kind != "static":
+        fig.add_trace(go.Scatter(x=steps, y=[per_token * max_len / size] * len(steps), mode="lines",
+                                 name=f"a static cache would reserve {max_len} tokens",
+                                 line={"dash": "dash", "color": "#8B5CF6"}))
+    _from_zero(fig)
+    return _layout(fig, "Dynamic growth vs static preallocation", xaxis_title="step", yaxis_title=name)
 
 
 def kv_what_if(shapes: dict[str, cost.Shape], tokens: int, dtype: str = "float32") -> go.Figure:
-    """KV-cache bytes vs context length for GPT-2 sizes (e.g. registry.SHAPES), one line each."""
+    """KV-cache size vs context length for GPT-2 sizes (e.g. registry.SHAPES), one line each, log axis."""
     if not shapes:
         raise ValueError("no model shapes given; pass e.g. gptviz.registry.SHAPES.")
     if not isinstance(tokens, int) or tokens < 1:
@@ -239,13 +326,17 @@ def kv_what_if(shapes: dict[str, cost.Shape], tokens: int, dtype: str = "float32
     if bytes_per_value is None:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(cost.DTYPE_BYTES)}.")
     x = np.unique(np.linspace(1, tokens, 64).round().astype(int))
+    lines = {name: [cost.kv_bytes(s.layers, s.heads, s.head_dim, int(t), bytes_per_value) for t in x]
+             for name, s in shapes.items()}
+    unit = "MiB"  # the unit of the what-if table beside it
+    size = 2**20
     fig = go.Figure()
-    for i, (name, s) in enumerate(shapes.items()):
-        y = [cost.kv_bytes(s.layers, s.heads, s.head_dim, int(t), bytes_per_value) for t in x]
-        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=name,
+    for i, (name, y) in enumerate(lines.items()):
+        fig.add_trace(go.Scatter(x=x, y=[v / size for v in y], mode="lines", name=name,
                                  line={"color": LAYER_COLORS[i % len(LAYER_COLORS)]}))
+    every = [v / size for y in lines.values() for v in y]
     return _layout(fig, f"KV cache for one sequence ({dtype})", xaxis_title="tokens in context",
-                   yaxis={"title": "bytes", "type": "log", "exponentformat": "SI"})
+                   yaxis=_log_axis(unit, every))
 
 
 # ---- Timing ---------------------------------------------------------------------------------------
@@ -259,13 +350,15 @@ def step_times(run, floor_seconds: float | None = None) -> go.Figure:
         fig.add_trace(go.Scatter(x=c.context_len[c.decoding], y=seconds[c.decoding], mode="lines+markers",
                                  name=mode.label, line={"color": color}, legendgroup=mode))
         fig.add_trace(go.Scatter(x=c.context_len[:1], y=seconds[:1], mode="markers",
-                                 name=f"prefill ({mode})", legendgroup=mode, showlegend=mode == "cached",
+                                 name=f"{mode.label}: prefill (step 0)", legendgroup=mode, showlegend=False,
                                  marker={"symbol": "diamond", "size": 12, "color": color}))
+    _from_zero(fig)
     if floor_seconds is not None:
         fig.add_hline(y=floor_seconds, line_dash="dash", line_color="#A3A3A3",
                       annotation_text="memory-bandwidth floor: read every weight once",
                       annotation_position="bottom right")
-    return _layout(fig, "Seconds per step", xaxis_title="tokens in context", yaxis_title="seconds")
+    return _layout(fig, "Seconds per step (◆ = the prefill pass over the prompt)", xaxis_title="tokens in context",
+                   yaxis_title="seconds")
 
 
 def cumulative_times(run) -> go.Figure:
@@ -278,6 +371,7 @@ def cumulative_times(run) -> go.Figure:
         fig.add_trace(go.Scatter(x=steps, y=fit.total_fit(steps), mode="lines",
                                  line={"dash": "dash", "color": fit.mode.color}, legendgroup=fit.mode,
                                  name=f"fit {fit.quadratic:.2g}·n² + {fit.linear:.2g}·n", hoverinfo="skip"))
+    _from_zero(fig)
     return _layout(fig, "Cumulative decode time (dashed: quadratic fit)", xaxis_title="tokens generated after prefill",
                    yaxis_title="seconds")
 
@@ -313,8 +407,8 @@ def step_flops(run, shape: cost.Shape) -> go.Figure:
         flops = [cost.step_flops(shape, mode, int(t), q) for t, q in zip(c.context_len, inputs, strict=True)]
         fig.add_trace(go.Scatter(x=c.step, y=flops, mode="lines+markers", name=Mode(mode).label,
                                  line={"color": Mode(mode).color}))
-    return _layout(fig, "Analytic FLOPs per step", xaxis_title="step",
-                   yaxis={"title": "FLOPs", "type": "log", "exponentformat": "SI"})
+    every = [v for trace in fig.data for v in trace.y]
+    return _layout(fig, "Analytic FLOPs per step", xaxis_title="step", yaxis=_log_axis("FLOPs", every))
 
 
 # ---- Why the past is frozen -----------------------------------------------------------------------
@@ -339,6 +433,7 @@ def hidden_drift(frame: pd.DataFrame) -> go.Figure:
     fig.update_xaxes(title_text="layer (0 = embeddings)", row=1, col=1)
     fig.update_xaxes(title_text="prefix length t", row=1, col=2)
     fig.update_yaxes(title_text="max |h_t+1[i] − h_t[i]|, i < t", row=1, col=1)
+    _from_zero(fig)
     return _layout(fig, "How far past hidden states move when a token is appended", barmode="group")
 
 
@@ -348,12 +443,11 @@ def lens_top_tokens(frame: pd.DataFrame) -> go.Figure:
     """Top tokens of the last hidden state after each layer (anatomy.logit_lens), coloured by probability."""
     _columns(frame, ["layer", "rank", "token", "probability"], "gptviz.anatomy.logit_lens(model, tokenizer, text)")
     z = frame.pivot(index="layer", columns="rank", values="probability")
-    text = frame.pivot(index="layer", columns="rank", values="token").map(
-        lambda t: t.replace("\n", "⏎").replace(" ", "␣") or "∅")
+    text = frame.pivot(index="layer", columns="rank", values="token").map(display.token)
     fig = go.Figure(go.Heatmap(z=z.to_numpy(), x=[f"#{r + 1}" for r in z.columns], y=[f"layer {i}" for i in z.index],
                                text=text.to_numpy(), texttemplate="%{text}", textfont={"color": "white"},
                                colorscale=LABELLED_SCALE, zmin=0,
-                               zmax=float(z.to_numpy().max()), colorbar={"title": "probability"},
+                               zmax=float(z.to_numpy().max()), colorbar=_colorbar("probability"),
                                hovertemplate="%{y}, %{x}: '%{text}' p=%{z:.3f}<extra></extra>"))
     fig.update_layout(height=80 + 45 * len(z))
     return _layout(fig, "The last position read out after every layer (logit lens)", yaxis={"autorange": "reversed"})

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, fields
 
 import pandas as pd
 
-from gptviz import anatomy, cost, models, registry
+from gptviz import anatomy, cost, display, models, registry
 from gptviz.hosting import Policy
 from gptviz.modes import Mode
 from gptviz.settings import DecodeSettings
@@ -70,19 +70,22 @@ class AppSettings:
 
 
 def step_table(run) -> pd.DataFrame:
-    """Per step: the chosen token, each mode's top-5 next tokens, |Δlogit|, KL and step times."""
+    """Per step: the chosen token, |Δlogit| and KL (the key columns first, for narrow screens), each mode's
+    top-5 next tokens and step times."""
     def top5(trace, i: int) -> str:
-        return " · ".join(show_token(t) for t in trace.steps[i].top_texts[:5])
+        return " · ".join(display.token(t) for t in trace.steps[i].top_texts[:5])
 
     c = run.comparison
     agreement = c.agreement.get(Mode.RECOMPUTE)
     rows = []
     for i, step in enumerate(run.cached.steps):
-        row = {"step": step.index, "token": show_token(step.token_text), "cached top-5": top5(run.cached, i)}
+        row = {"step": step.index, "token": display.token(step.token_text)}
         if agreement is not None:
-            row["recompute top-5"] = top5(run.recompute, i)
             row["max |Δlogit|"] = agreement.max_abs_dlogit[i]
             row["KL"] = agreement.kl[i]
+        row["cached top-5"] = top5(run.cached, i)
+        if agreement is not None:
+            row["recompute top-5"] = top5(run.recompute, i)
         for mode, seconds in c.seconds.items():
             row[f"{mode} ms"] = 1000 * seconds[i]
         rows.append(row)
@@ -91,17 +94,17 @@ def step_table(run) -> pd.DataFrame:
 
 def token_steps(run) -> pd.DataFrame:
     """The generated text token by token: step, id, text, and tokens in context when it was chosen."""
-    return pd.DataFrame([{"step": s.index, "token_id": s.token_id, "token": show_token(s.token_text),
+    return pd.DataFrame([{"step": s.index, "token_id": s.token_id, "token": display.token(s.token_text),
                           "context": s.context_len} for s in run.cached.steps])
 
 
 def what_if_table(shapes: dict[str, cost.Shape], tokens: int, dtype: str) -> pd.DataFrame:
     """KV-cache size of each GPT-2 size at ``tokens`` tokens in ``dtype`` (cost.kv_bytes), and whether it fits."""
-    return pd.DataFrame([{
-        "model": name, "layers": s.layers, "heads": s.heads, "head_dim": s.head_dim,
-        f"KV cache for {tokens:,} tokens (MiB)":
+    return pd.DataFrame([{  # the key column right after the name: a phone shows it without scrolling
+        "model": name, f"KV cache for {tokens:,} tokens (MiB)":
             cost.kv_bytes(s.layers, s.heads, s.head_dim, tokens, cost.DTYPE_BYTES[dtype]) / 2**20,
-        "beyond its context?": tokens > s.context} for name, s in shapes.items()])
+        "beyond its context?": tokens > s.context,
+        "layers": s.layers, "heads": s.heads, "head_dim": s.head_dim} for name, s in shapes.items()])
 
 
 def growth_table(fits: list[anatomy.Growth]) -> pd.DataFrame:
@@ -110,12 +113,3 @@ def growth_table(fits: list[anatomy.Growth]) -> pd.DataFrame:
         "mode": f.mode.label, "ms per extra token (slope)": f.seconds_per_extra_token * 1e3,
         "last ÷ first steps": f.per_step_growth, "total: s per n²": f.quadratic, "total: s per n": f.linear}
         for f in fits])
-
-
-def show_token(text: str) -> str:
-    """A token for a table cell: escapes instead of raw line breaks and tabs (\\n, \\t).
-
-    >>> show_token("\\n  the")
-    '\\\\n  the'
-    """
-    return repr(text)[1:-1]

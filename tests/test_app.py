@@ -8,7 +8,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from gptviz import ui_state
+from gptviz import display, ui_state
 from tests.conftest import TINY_SOURCE
 from views import _common as common
 
@@ -162,7 +162,7 @@ def test_logit_lens_last_layer_predicts_the_runs_first_token():
     at = start(model="bundled")
     first = shown(at).run.cached.steps[0].token_text
     at.switch_page("views/inside_gpt2.py").run()
-    assert any(f"prediction: {first!r} with probability" in c.value for c in at.caption)
+    assert any(f"prediction: {display.token(first)} with probability" in c.value for c in at.caption)
 
 
 def test_students_with_the_same_link_share_one_decode_and_run_gives_a_fresh_one():

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from gptviz import cost, plots, registry
+from gptviz import cost, display, plots, registry
 from gptviz.compare import Comparison
 from gptviz.decoding import DecodeSettings, Run
 from gptviz.trace import Step, Trace
@@ -176,21 +176,31 @@ def test_kv_per_layer_stacks_one_bar_per_layer_that_sums_to_the_formula(run):
     np.testing.assert_array_equal(stacked, formula)
 
 
-def test_kv_allocation_compares_dynamic_growth_with_static_preallocation():
+def test_kv_allocation_compares_static_preallocation_with_dynamic_growth():
     fig = plots.kv_allocation(make_run(cache_kind="static"))
-    allocated, held, dynamic, static = (np.asarray(t.y) for t in fig.data)
+    unit, size = display.byte_unit(max(fig.data[0].y) * 1024)  # the axis is in KiB here
+    assert fig.layout.yaxis.title.text == "KiB"
+    allocated, held, dynamic = (np.asarray(t.y) * 1024 for t in fig.data)
     per_token = cost.kv_bytes(LAYERS, HEADS, HEAD_DIM, 1, 4)
-    np.testing.assert_array_equal(static, [per_token * (PROMPT + STEPS)] * STEPS)
-    np.testing.assert_array_equal(allocated, static)  # the measured static cache is the preallocation
-    np.testing.assert_array_equal(held, dynamic)
-    assert "static" in fig.data[0].name
+    np.testing.assert_allclose(allocated, [per_token * (PROMPT + STEPS)] * STEPS)  # measured = preallocation
+    np.testing.assert_allclose(held, dynamic)  # what it holds is what a dynamic cache would have grown to
+    assert "static" in fig.data[0].name and "dynamic" in fig.data[2].name
+
+
+def test_kv_allocation_legend_lists_only_lines_that_can_be_seen():
+    """A dynamic cache allocates exactly what it holds: one measured line, not three stacked on each other."""
+    fig = plots.kv_allocation(make_run(cache_kind="dynamic"))
+    assert len(fig.data) == 2 and "allocated = holding" in fig.data[0].name and "static" in fig.data[1].name
+    assert not np.array_equal(fig.data[0].y, fig.data[1].y)
+    assert fig.layout.yaxis.rangemode == "tozero"
 
 
 def test_kv_what_if_draws_one_line_per_model_up_to_the_length():
     fig = plots.kv_what_if(registry.SHAPES, 2048, "float16")
     assert [t.name for t in fig.data] == list(registry.SHAPES)
     gpt2 = next(t for t in fig.data if t.name == "gpt2")
-    assert gpt2.x[-1] == 2048 and gpt2.y[-1] == cost.kv_bytes(12, 12, 64, 2048, 2)
+    assert gpt2.x[-1] == 2048 and gpt2.y[-1] * 2**20 == cost.kv_bytes(12, 12, 64, 2048, 2)
+    assert fig.layout.yaxis.title.text == "MiB" and fig.layout.yaxis.type == "log"  # one unit family: binary
 
 
 @pytest.mark.parametrize("args, message", [({}, "registry.SHAPES"), (registry.SHAPES, "tokens"),
@@ -282,3 +292,51 @@ def test_lens_top_tokens_is_a_layers_by_rank_grid():
 def test_lens_top_tokens_refuses_an_empty_table():
     with pytest.raises(ValueError, match="logit_lens"):
         plots.lens_top_tokens(pd.DataFrame(columns=["layer", "rank", "token", "probability"]))
+
+
+def test_epsilon_label_sits_on_its_line(run):
+    """On a log axis an annotation's y is log10 of the value; the label must be where the dashed line is."""
+    fig = plots.logit_delta(run)
+    eps = plots.machine_epsilon("float32")
+    label = [a for a in fig.layout.annotations if "epsilon" in a.text][0]
+    assert label.y == pytest.approx(np.log10(eps)) and label.yref == "y"
+    assert fig.layout.shapes[0].y0 == pytest.approx(eps)
+
+
+def test_log_axes_label_whole_decades(run):
+    fig = plots.logit_delta(run)
+    assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.dtick in (1, 2, 3)
+    assert fig.layout.yaxis.exponentformat == "power"
+
+
+@pytest.mark.parametrize("make", [lambda r: plots.step_times(r), lambda r: plots.cumulative_times(r)])
+def test_time_axes_start_at_zero(run, make):
+    assert make(run).layout.yaxis.rangemode == "tozero"
+
+
+def test_styled_wraps_the_title_left_and_restyles_on_request(run):
+    fig = plots.logit_delta(run)
+    assert "<br>" in fig.layout.title.text and fig.layout.title.x == 0 and fig.layout.title.xanchor == "left"
+    assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0  # legends below the plot
+    plots.styled(fig, display.PRESENTER)
+    assert fig.layout.font.size == display.PRESENTER.font and fig.layout.xaxis.tickfont.size == display.PRESENTER.ticks
+    assert fig.layout.title.text.count("<br>") == 0  # the wider presenter title fits on one line
+    assert fig.layout.margin.t > display.PRESENTER.title  # room for the title above the plot
+
+
+def test_attention_panes_side_by_side_put_the_new_row_level_with_the_red_row(run):
+    fig = plots.attention_panes(run, 0, 0, 2, side_by_side=True, height=500)
+    cached, full = fig.data
+    assert fig.layout.height == 500 and list(cached.y) == list(full.y)  # one query axis
+    z = np.asarray(cached.z, dtype=float)
+    rows = run.cached.step_rows(2)
+    assert np.isnan(z[: rows.start]).all() and not np.isnan(z[rows.start, 0])  # only the new row is drawn
+    np.testing.assert_array_equal(z[rows.start], np.asarray(full.z, dtype=float)[rows.start])
+    assert fig.layout.xaxis2.domain[0] > fig.layout.xaxis.domain[1]  # left and right, not stacked
+
+
+def test_attention_growth_opens_at_the_requested_step(run):
+    fig = plots.attention_growth(run, 0, 0, start=3)
+    slider = fig.layout.sliders[0]
+    assert slider.steps[slider.active].label == "3"
+    assert fig.layout.updatemenus[0].pad.t > slider.pad.t  # the buttons below the slider, not over its labels

@@ -57,8 +57,14 @@ def test_step_table_has_a_row_per_step_with_both_modes_top_tokens():
     assert table["cached top-5"].iloc[0] == "<7> · <8> · <1> · <2> · <3>"
     assert {"recompute top-5", "max |Δlogit|", "KL", "cached ms", "recompute ms", "recompute_last ms"} <= set(table)
     assert table["recompute ms"].iloc[2] == pytest.approx(30.0)
+    assert list(table)[:4] == ["step", "token", "max |Δlogit|", "KL"]  # what a phone shows without scrolling
+
+
+def test_step_table_writes_whitespace_tokens_in_the_charts_notation():
+    table = ui_state.step_table(make_run(), lambda i: "\n" if i == 7 else " x")
+    assert table["cached top-5"].iloc[0].startswith("⏎ · ␣x") and table["token"].iloc[0] == "␣b"
 
 
 def test_token_steps_lists_generated_tokens_with_their_context():
     table = ui_state.token_steps(make_run())
-    assert table["token"].tolist()[:2] == [" b", "a"] and table["context"].tolist()[0] == 3
+    assert table["token"].tolist()[:2] == ["␣b", "a"] and table["context"].tolist()[0] == 3

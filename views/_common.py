@@ -23,7 +23,7 @@ from streamlit.runtime import Runtime
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 import gptviz
-from gptviz import anatomy, cost, serve, ui_state
+from gptviz import anatomy, cost, display, plots, serve, ui_state
 from gptviz.decoding import warm_up
 from gptviz.hosting import Policy
 from gptviz.ui_state import AppSettings
@@ -78,7 +78,12 @@ def sidebar() -> AppSettings:
                                placeholder="/path/to/a/gpt2-checkpoint (config.json + *.safetensors)")
     sb.selectbox("Classroom prompts", list(ui_state.PRESETS), key="preset", index=None,
                  placeholder="Pick a preset…", on_change=_use_preset)
-    prompt = sb.text_area("Prompt", value=AppSettings.prompt, key="prompt", bind=URL, height=100)
+    # The prompt is set one way, through session state (the default here, a preset's callback): a widget
+    # given a value= as well makes Streamlit warn "created with a default value but also set via the
+    # Session State API". A link's ?prompt= still wins: it is read when the widget binds to the URL.
+    if "prompt" not in st.session_state and "prompt" not in st.query_params:
+        st.session_state["prompt"] = AppSettings.prompt
+    prompt = sb.text_area("Prompt", key="prompt", bind=URL, height=100)
     max_new = sb.number_input("Max new tokens", min_value=1, max_value=limits.max_new_tokens,
                               value=min(AppSettings.max_new_tokens, limits.max_new_tokens), key="new", bind=URL)
     sampling = sb.radio("Choosing tokens", ["greedy", "sample"], key="sampling", bind=URL, horizontal=True)
@@ -286,7 +291,19 @@ def memory_bandwidth() -> cost.Bandwidth:
     return cost.measure_bandwidth()
 
 
-def chart(fig, key: str) -> None:
-    """A plotly figure with the PNG export button kept in the toolbar."""
-    st.plotly_chart(fig, key=key, config={"displaylogo": False, "toImageButtonOptions": {"format": "png",
-                                                                                        "filename": key}})
+def style() -> display.Style:
+    """How this session's charts are sized."""
+    return display.NORMAL
+
+
+def chart(fig, key: str, look_for: str) -> None:
+    """A plotly figure sized for the audience, then one sentence on what to look for in it.
+
+    The camera button exports a complete PNG at one slide size, whatever the window's width.
+    """
+    s = style()
+    width, height = display.EXPORT_SIZE
+    st.plotly_chart(plots.styled(fig, s), key=key, config={
+        "displaylogo": False, "displayModeBar": "hover" if s.toolbar else False,
+        "toImageButtonOptions": {"format": "png", "filename": key, "width": width, "height": height, "scale": 1}})
+    st.caption(f"**What to look for:** {look_for}")

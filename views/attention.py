@@ -23,7 +23,8 @@ c1, c2, c3 = st.columns([1, 1, 3])
 layer = c1.selectbox("Layer", range(trace.layers), key="layer", bind=common.URL)
 head = c2.selectbox("Head", range(trace.heads), key="head", bind=common.URL)
 if len(trace.steps) > 1:
-    step = c3.slider("Step", 0, len(trace.steps) - 1, 0, key="step", bind=common.URL)
+    step = c3.slider("Step", 0, len(trace.steps) - 1, common.style().open_step(len(trace.steps)), key="step",
+                     bind=common.URL)
 else:  # a 1-token run has only the prefill step: nothing to slide through
     step = 0
     c3.caption("Step 0 is this run's only step (1 new token): generate more to step through.")
@@ -37,14 +38,17 @@ m3.metric("Re-computed rows vs stored: max |Δ|", "—" if slice_delta != slice_
           help="The slice proof: the recompute pass derived the old rows again and they match what was stored "
                "at earlier steps (all layers and heads).")
 st.caption(f"New row(s), cache vs recompute, max |Δ| over all layers and heads: {comparison.attn_row_delta[step]:.1e}")
-common.chart(plots.attention_panes(run, layer, head, step), key="attention_panes")
+common.chart(plots.attention_panes(run, layer, head, step), "attention_panes", "the cache's one row is the same as "
+             "the recompute map's red row; every row above that was already known and comes out the same again.")
 
 st.subheader(f"All heads of layer {layer}")
 which = st.segmented_control("Map", ["recompute", "cached"], default="recompute", required=True, key="grid_mode",
                              help="cached: the rows the cache computed up to this step (the same triangle)")
-common.chart(plots.attention_heads(run.traces[which], layer, step), key="attention_heads")
+common.chart(plots.attention_heads(run.traces[which], layer, step), "attention_heads", "every head is a lower "
+             "triangle: no token looks at a later one (the causal mask), so old rows cannot change.")
 
 st.subheader("Play it")
 st.caption("The final map with later rows greyed out: at every step the recompute map is just the top-left "
            "corner of the final one.")
-common.chart(plots.attention_growth(run, layer, head), key="attention_growth")
+common.chart(plots.attention_growth(run, layer, head, step), "attention_growth", "press ▶: each step only "
+             "uncovers a new row at the bottom; the rows already showing never change.")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from gptviz import anatomy, plots
+from gptviz import anatomy, display, plots
 from views import _common as common
 
 st.title("Inside GPT-2")
@@ -41,7 +41,9 @@ try:
 except ValueError as exc:
     st.error(str(exc))
     st.stop()
-common.chart(plots.lens_top_tokens(lens), key="lens")
+common.chart(plots.lens_top_tokens(lens), "lens", "the early layers guess common tokens; the guess settles in "
+             "the last layers, and the last row is the model's real choice.")
 final = lens[lens["layer"] == lens["layer"].max()].iloc[0]
-st.caption(f"The last row is exactly the model's own prediction: {final['token']!r} with probability "
-           f"{final['probability']:.1%}. Layer 0 is the raw embedding read back through the tied matrix.")
+st.caption(f"The last row is exactly the model's own prediction: {display.token(final['token'])} with probability "
+           f"{final['probability']:.1%}. Layer 0 is the raw embedding read back through the tied matrix. "
+           f"Tokens: {display.NOTATION}.")

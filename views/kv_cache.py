@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from gptviz import anatomy, cost, plots, registry, ui_state
+from gptviz import anatomy, cost, display, plots, registry, ui_state
 from views import _common as common
 
 st.title("The KV cache: what is remembered, and how big it gets")
@@ -19,15 +19,21 @@ last = trace.steps[-1]
 bytes_per_value = cost.DTYPE_BYTES[trace.dtype]
 formula = cost.kv_bytes(trace.layers, trace.heads, trace.head_dim, last.context_len, bytes_per_value)
 
+unit = display.byte_unit(sum(last.kv_allocated))  # one unit family (binary) for every figure on this page
+per_token = cost.kv_bytes(trace.layers, trace.heads, trace.head_dim, 1, bytes_per_value)
 cols = st.columns(4)
-cols[0].metric("Measured at the end", f"{sum(last.kv_bytes):,} B")
-cols[1].metric("Formula 2·L·H·d·t·bytes", f"{formula:,} B", delta="matches" if formula == sum(last.kv_bytes)
+cols[0].metric("Measured at the end", display.in_unit(sum(last.kv_bytes), unit), help=f"{sum(last.kv_bytes):,} B")
+cols[1].metric("Formula 2·L·H·d·t·bytes", display.in_unit(formula, unit), help=f"{formula:,} B",
+               delta="matches to the byte" if formula == sum(last.kv_bytes)
                else f"{sum(last.kv_bytes) - formula:+,} B", delta_color="off", delta_arrow="off")
-cols[2].metric("Allocated", f"{sum(last.kv_allocated):,} B", help=f"{trace.cache_kind} cache")
-cols[3].metric("Per token", f"{cost.kv_bytes(trace.layers, trace.heads, trace.head_dim, 1, bytes_per_value):,} B")
+cols[2].metric("Allocated", display.in_unit(sum(last.kv_allocated), unit),
+               help=f"{sum(last.kv_allocated):,} B, {trace.cache_kind} cache")
+cols[3].metric("Per token", display.in_unit(per_token, display.byte_unit(per_token)), help=f"{per_token:,} B")
 
-common.chart(plots.kv_per_layer(run), key="kv_per_layer")
-common.chart(plots.kv_allocation(run), key="kv_allocation")
+common.chart(plots.kv_per_layer(run), "kv_per_layer", "every layer grows by the same amount each step, and the "
+             "stack lands exactly on the formula's diamonds: the cache holds nothing but keys and values.")
+common.chart(plots.kv_allocation(run), "kv_allocation", "a dynamic cache grows by one token a step; a static one "
+             "reserves the whole length at the start and fills it in.")
 
 st.subheader("Layout after the last step")
 st.caption(f"`[batch, heads, slots, head_dim]` per layer, read off this run's {trace.cache_kind} cache.")
@@ -40,7 +46,8 @@ tokens = c2.number_input("Tokens", 1, 1_000_000, 1024, step=256, key="wi_tokens"
 dtype = c3.selectbox("Number format", ["float16", "float32"], index=1, key="wi_dtype")
 if names:
     shapes = {n: registry.SHAPES[n] for n in names}
-    common.chart(plots.kv_what_if(shapes, int(tokens), dtype), key="kv_what_if")
+    common.chart(plots.kv_what_if(shapes, int(tokens), dtype), "kv_what_if", "every line grows in proportion to the "
+                 "text, and the gap between two models is the same factor at every length (layers × width).")
     st.dataframe(ui_state.what_if_table(shapes, int(tokens), dtype), hide_index=True, width="stretch")
 else:
     st.caption("Pick at least one model.")

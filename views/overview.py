@@ -3,7 +3,7 @@
 import streamlit as st
 
 import gptviz
-from gptviz import ui_state
+from gptviz import display, ui_state
 from views import _common as common
 
 st.title("Does GPT-2 re-read the whole text for every new token?")
@@ -27,13 +27,17 @@ if recompute is not None:
                         f"(argmax agreement {recompute.argmax_agreement:.0%}).")
     cols[1].metric("Largest logit difference", f"{recompute.max_abs_dlogit:.2e}",
                    help="max |Δlogit| over every step and vocabulary entry, cached vs recompute")
-    cols[2].metric("Speed-up from the cache", f"{recompute.speedup:.1f}×",
+    cols[2].metric("Speed-up from the cache", display.speedup(recompute.speedup),
                    help=f"recompute {recompute.recompute_seconds:.3f} s vs cached {summary.cached_seconds:.3f} s "
                         "of forward passes")
-cols[3].metric("KV cache at the end", f"{summary.kv_cache_bytes / 1024:,.0f} KiB",
-               help=f"allocated: {summary.kv_cache_allocated / 1024:,.0f} KiB ({run.settings.cache} cache)")
+unit = display.byte_unit(summary.kv_cache_allocated)
+cols[3].metric("KV cache at the end", display.in_unit(summary.kv_cache_bytes, unit),
+               help=f"allocated: {display.in_unit(summary.kv_cache_allocated, unit)} ({run.settings.cache} cache)")
 
-if recompute is not None and recompute.speedup < 1.5:
+if recompute is not None and recompute.speedup <= 1:
+    st.caption(display.no_gain_reason(common.loaded(result).info["parameters"], summary.prompt_tokens + summary.steps)
+               + " The **Timing** page shows the FLOPs it saves.")
+elif recompute is not None and recompute.speedup < 1.5:
     st.caption(f"Only {recompute.speedup:.1f}× here: this model is small and the text short, so the fixed cost of "
                "each call dominates the work the cache saves. The **Timing** page shows the FLOPs it saves; "
                "longer outputs or a bigger model show the gap.")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from gptviz import plots, ui_state
+from gptviz import display, plots, ui_state
 from views import _common as common
 
 st.title("Side by side: cache vs recompute, step by step")
@@ -26,11 +26,11 @@ cols[0].metric("Largest |Δlogit|", f"{recompute.max_abs_dlogit:.2e}")
 cols[1].metric(f"{run.cached.dtype} machine epsilon", f"{eps:.1e}")
 cols[2].metric("Steps where the top token agrees", f"{recompute.argmax_agreement:.0%}")
 
-common.chart(plots.logit_delta(run), key="logit_delta")
+common.chart(plots.logit_delta(run), "logit_delta", "step 0 is exact (×: both read the prompt the same way); "
+             "later differences stay at rounding level and do not grow: the cache is not drifting.")
 st.dataframe(table, hide_index=True, width="stretch", column_config={
     "max |Δlogit|": st.column_config.NumberColumn(format="%.2e"),
     "KL": st.column_config.NumberColumn(format="%.1e"),
     **{c: st.column_config.NumberColumn(format="%.1f") for c in table.columns if c.endswith(" ms")},
 })
-st.caption("KL is the divergence between the two next-token distributions, in nats. Top-5 tokens are written "
-           "with escapes (\\n is a line break).")
+st.caption(f"KL is the divergence between the two next-token distributions, in nats. Tokens: {display.NOTATION}.")

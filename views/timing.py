@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from gptviz import anatomy, cost, plots, ui_state
+from gptviz import anatomy, cost, display, plots, ui_state
 from views import _common as common
 
 st.title("Timing: flat vs growing")
@@ -21,7 +21,9 @@ cols = st.columns(4)
 cols[0].metric("Cached, total", f"{summary.cached_seconds * 1000:.0f} ms")
 if recompute is not None:
     cols[1].metric("Recompute, total", f"{recompute.recompute_seconds * 1000:.0f} ms")
-    cols[2].metric("Speed-up", f"{recompute.speedup:.1f}×")
+    cols[2].metric("Speed-up", display.speedup(recompute.speedup),
+                   help=display.no_gain_reason(lm.info["parameters"], summary.prompt_tokens + summary.steps)
+                   if recompute.speedup <= 1 else None)
 weights = cost.weight_bytes(lm.model)
 bandwidth = common.memory_bandwidth()
 floor = cost.step_floor_seconds(weights, bandwidth)
@@ -29,12 +31,14 @@ cols[3].metric("Bandwidth floor per cached step", f"{floor * 1000:.2f} ms",
                help=f"{weights / 2**20:.1f} MiB of weights ÷ {bandwidth.read / 1e9:.1f} GB/s measured read bandwidth "
                     f"(copy: {bandwidth.copy / 1e9:.1f} GB/s): a decode step must read every weight at least once.")
 
-common.chart(plots.step_times(run, floor_seconds=floor), key="step_times")
+common.chart(plots.step_times(run, floor_seconds=floor), "step_times", "the cached steps stay flat as the text "
+             "grows, the recompute steps climb; on a small model both sit near the fixed cost of a call.")
 st.caption("Wall-clock times on this computer: anything else running on it shows up as spikes. Run again to "
            "see which features are stable.")
 if run.comparison.decoding.sum() >= 3:
     fits = anatomy.growth_fit(run.comparison)
-    common.chart(plots.cumulative_times(run), key="cumulative_times")
+    common.chart(plots.cumulative_times(run), "cumulative_times", "the cached total is a straight line; the "
+                 "recompute total bends upward (its dashed fit has a positive n² term).")
     st.caption("How the decode steps grew: the median of the last quarter of steps over the first quarter — "
                + ", ".join(f"{f.mode.label} {f.per_step_growth:.1f}×" for f in fits)
                + ". Flat is ≈1×; a linear per-step cost makes the total quadratic.")
@@ -43,11 +47,14 @@ else:
     st.caption("Generate at least 4 tokens to fit how the cost grows.")
 c1, c2 = st.columns(2)
 with c1:
-    common.chart(plots.prefill_decode(run), key="prefill_decode")
+    common.chart(plots.prefill_decode(run), "prefill_decode", "prefill costs about the same every way; the modes "
+                 "part in the decode steps.")
 with c2:
-    common.chart(plots.layer_times(run), key="layer_times")
+    common.chart(plots.layer_times(run), "layer_times", "every block costs about the same, and the cache "
+                 "makes each one cheaper.")
 shape = cost.Shape.of(lm.model)
-common.chart(plots.step_flops(run, shape), key="step_flops")
+common.chart(plots.step_flops(run, shape), "step_flops", "the cache's work per step is nearly flat; recompute's "
+             "grows with every token (the gap is about the number of tokens in context).")
 last = run.cached.steps[-1].context_len
 st.caption(f"At the last step the cached pass needs {cost.step_flops(shape, 'cached', last, 1):,} "
            f"FLOPs and the recompute pass {cost.step_flops(shape, 'recompute', last):,}.")
