@@ -78,7 +78,7 @@ def test_overview_numbers_come_from_the_run():
     summary = shown(at).run.summary()
     values = metrics(at)
     assert values["Largest logit difference"] == f"{summary.recompute.max_abs_dlogit:.2e}"
-    assert values["Speed-up from the cache"] == f"{summary.recompute.speedup:.1f}×"
+    assert values["Speed-up from the cache"] == display.speedup(summary.recompute.speedup)
     assert values["Same tokens both ways?"] == "yes"
     assert any(shown(at).run.text in c.value for c in at.code)
     assert len(at.get("download_button")) == 6  # CSV + JSON for each of the three modes

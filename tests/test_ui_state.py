@@ -61,8 +61,10 @@ def test_step_table_has_a_row_per_step_with_both_modes_top_tokens():
 
 
 def test_step_table_writes_whitespace_tokens_in_the_charts_notation():
-    table = ui_state.step_table(make_run(), lambda i: "\n" if i == 7 else " x")
-    assert table["cached top-5"].iloc[0].startswith("⏎ · ␣x") and table["token"].iloc[0] == "␣b"
+    run = make_run()
+    run.cached.steps[0].top_texts = ["\n", " x", "\t"]
+    table = ui_state.step_table(run)
+    assert table["cached top-5"].iloc[0] == "⏎ · ␣x · ⇥" and table["token"].iloc[0] == "␣b"
 
 
 def test_token_steps_lists_generated_tokens_with_their_context():
