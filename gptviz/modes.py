@@ -10,6 +10,12 @@ from enum import StrEnum
 
 
 class Mode(StrEnum):
+    """A decoder: ``Mode("cached") is Mode.CACHED`` and ``Mode.CACHED == "cached"``.
+
+    >>> Mode("recompute_last").label, Mode.RECOMPUTE_LAST.logits_to_keep
+    ('recompute, last-position logits only', 1)
+    """
+
     CACHED = "cached"  # KV cache: only the new token goes in
     RECOMPUTE = "recompute"  # the whole sequence again, logits for every position
     RECOMPUTE_LAST = "recompute_last"  # the whole sequence again, logits for the last position only

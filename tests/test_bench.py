@@ -7,6 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from gptviz import cost
+from gptviz.models import random_model
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 _spec = importlib.util.spec_from_file_location("bench", SCRIPT)
 bench = sys.modules["bench"] = importlib.util.module_from_spec(_spec)
@@ -24,7 +27,13 @@ def test_bench_json_report(capsys, tmp_path):
     assert report == json.loads(out.read_text())
     assert report["shape"] == {"layers": 2, "heads": 2, "d_model": 32, "vocab": 64, "context": 64}
     assert report["threads"] >= 1 and report["weight_bytes"] > 0
-    assert report["memory_bandwidth_bytes_per_s"]["read"] > 0 and report["cached_step_floor_seconds"] > 0
+    bandwidth = report["memory_bandwidth_bytes_per_s"]
+    assert bandwidth["read"] > 0 and bandwidth["copy"] > 0
+    tiny = random_model(layers=2, heads=2, d_model=32, vocab=64, context=64)
+    assert report["weight_bytes"] == cost.weight_bytes(tiny)
+    # one floor definition: every weight read once, at the read rate (the app uses the same function)
+    assert report["cached_step_floor_seconds"] == cost.step_floor_seconds(
+        report["weight_bytes"], cost.Bandwidth(bandwidth["read"], bandwidth["copy"]))
     assert report["peak_rss_bytes"] > 0
     session = report["session"]  # a fresh process running gptviz.run at the largest token count
     assert session["new_tokens"] == 5 and session["peak_rss_bytes"] >= session["peak_rss_after_load_bytes"] > 0
@@ -35,7 +44,8 @@ def test_bench_json_report(capsys, tmp_path):
         for m in run["modes"].values():
             assert len(m["plain_seconds"]) == len(m["instrumented_seconds"]) == 2
             assert m["plain_best"] > 0 and m["instrumented_best"] > 0
-            assert m["ratio"] > 0 and m["ratio_median"] > 0 and m["ratio_best"] > 0
+            assert m["ratio"] == m["instrumented_step_floor"] / m["plain_step_floor"]
+            assert m["ratio_best"] == m["instrumented_best"] / m["plain_best"] and m["ratio_median"] > 0
             assert 0 < m["instrumented_step_floor"] <= m["instrumented_best"]
             assert 0 < m["plain_step_floor"] <= m["plain_best"]
             assert m["same_tokens_as_generate"] is True  # the instrumented decoders follow generate exactly
@@ -43,7 +53,10 @@ def test_bench_json_report(capsys, tmp_path):
         # attention kept by cached and recompute, not by recompute_last: stored bytes say so
         assert run["trace_bytes"] == run["modes"]["cached"]["trace_bytes"] + run["modes"]["recompute"]["trace_bytes"]
         assert run["modes"]["recompute_last"]["trace_bytes"] < run["modes"]["recompute"]["trace_bytes"]
-        assert run["cached_step_seconds"] > 0 and run["cached_step_vs_floor"] > 0
+        assert run["cached_step_vs_floor"] == run["cached_step_seconds"] / report["cached_step_floor_seconds"] > 0
+        stored = cost.trace_bytes(2, 2, 4 + run["new_tokens"] - 1)  # float16 attention of one trace
+        # the same steps' bookkeeping, and attention only in the cached trace: the difference is exactly it
+        assert run["modes"]["cached"]["trace_bytes"] - run["modes"]["recompute_last"]["trace_bytes"] == stored
     lab = report["lab"]  # every Cache-lab variant timed against the exact cached decode
     assert [v["variant"] for v in lab["variants"]][:2] == ["exact", "fp8"] and lab["new_tokens"] == 3
     assert all(v["seconds"] > 0 and v["overhead_vs_exact"] > 0 and v["kv_bytes"] > 0 for v in lab["variants"])
