@@ -142,11 +142,17 @@ def test_the_cached_recompute_gap_shrinks_with_precision(model):
     assert study.row("float64").cached_vs_float64 == [0.0] * 12  # the reference itself
 
 
+def test_the_precision_study_refuses_a_model_too_big_to_copy(model, monkeypatch):
+    monkeypatch.setattr(precision, "COPY_BUDGET", 1000)
+    study = precision.precision_study(model, [1, 2], [3, 4], lab.PRECISIONS)
+    assert study.rows == [] and "GiB" in study.skipped and study.summary().empty
+
+
 def test_calculator_counts_kv_heads_not_query_heads():
     llama = lab.kv_size(lab.KNOWN_CONFIGS["meta-llama/Meta-Llama-3-8B"], 8192)
     assert llama.per_token_full == 2 * 32 * 8 * 128 * 2  # 128 KiB a token
     assert llama.total == llama.per_token_full * 8192
-    assert llama.total_if_query_heads == 4 * llama.total
+    assert llama.total_if_query_heads == 4 * llama.total and llama.overstatement == 4
     qwen = lab.kv_size(lab.KNOWN_CONFIGS["Qwen/Qwen2.5-7B"], 1000)
     assert qwen.total == 2 * 28 * 4 * 128 * 2 * 1000 and qwen.total_if_query_heads == 7 * qwen.total
     gpt2 = lab.kv_size(lab.KNOWN_CONFIGS["openai-community/gpt2"], 1024)
@@ -183,6 +189,9 @@ def test_paged_blocks_share_full_prefix_blocks_and_copy_the_block_where_sequence
     assert frame.query("sequence == 'b'")["copy_on_write"].tolist() == [False, True, False]  # parted at token 6
     assert table.waste_contiguous == pytest.approx(1 - 21 / 96)
     assert table.waste_paged == pytest.approx(1 - 21 / 28)
+    again = paged.block_table({**seqs, "d": list(range(8)) + [7]}, block_size=4, context=32, bytes_per_token=10)
+    d = again.to_frame().query("sequence == 'd'")
+    assert d["shared"].tolist() == [True, True, False] and not d["copy_on_write"].any()  # a's blocks, no copy
     alone = paged.block_table({"a": list(range(10))}, block_size=1, context=10, bytes_per_token=10)
     assert alone.waste_paged == 0 and alone.waste_contiguous == 0 and alone.copied_on_write == 0
 

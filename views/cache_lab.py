@@ -58,10 +58,13 @@ common.chart(figures.cache_bytes(report), "lab_bytes", "a window stops growing o
 st.markdown(lab.text.variants(report))
 
 st.subheader("Precision: why cached ≠ recomputed")
-st.dataframe(report.precision.summary(), hide_index=True, width="stretch")
-common.chart(figures.precision_gap(report.precision), "lab_precision", "the gap between cached and recomputed "
-             "logits shrinks with every extra bit: bfloat16 above float16 above float32 above float64.")
 st.markdown(lab.text.precision(report))
+if report.precision.rows:
+    small = st.column_config.NumberColumn(format="%.1e")
+    st.dataframe(report.precision.summary(), hide_index=True, width="stretch",
+                 column_config={"max |Δ| cached vs recompute": small, "max |Δ| vs float64": small})
+    common.chart(figures.precision_gap(report.precision), "lab_precision", "the gap between cached and "
+                 "recomputed logits shrinks with every extra bit: bfloat16 above float16 above float32 above float64.")
 
 st.subheader("Shared prefix: prefill once, continue twice")
 p = report.prefix
@@ -70,6 +73,7 @@ m[0].metric("Shared prefix", f"{p.shared_tokens} tokens", help=f"{p.prefix_bytes
 m[1].metric("Max |Δlogit| vs fresh prefill", f"{max(p.max_abs):.1e}")
 m[2].metric("Prefill, both fresh", f"{p.fresh_seconds * 1e3:.1f} ms")
 m[3].metric("Prefill, prefix reused", f"{p.reused_seconds * 1e3:.1f} ms")
+st.markdown(lab.text.prefix(report))
 st.dataframe(p.to_frame(), hide_index=True, width="stretch")
 
 st.subheader("Paged blocks: reserve per block, not per maximum length")
@@ -84,6 +88,10 @@ tokens = k[1].number_input("Tokens", 1, 10_000_000, 8192, key="lab_tokens")
 pasted = st.text_area("…or paste a config.json", key="lab_json", height=80)
 try:
     size = lab.kv_size(json.loads(pasted) if pasted.strip() else lab.KNOWN_CONFIGS[name], int(tokens))
+    m = st.columns(2)
+    m[0].metric(f"KV cache at {size.tokens:,} tokens", f"{size.total / 2**30:.2f} GiB")
+    m[1].metric("Counted with query heads instead", f"{size.total_if_query_heads / 2**30:.2f} GiB",
+                help=f"{size.overstatement:.0f}× too much")
     st.dataframe(size.to_frame(), hide_index=True, width="stretch")
 except (lab.LabError, json.JSONDecodeError) as exc:
     st.error(f"**Cannot size this config:** {exc}")

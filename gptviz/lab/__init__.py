@@ -91,6 +91,7 @@ class LabReport:
                 "exact_text": self.exact_text, "seconds": self.seconds, "missing_backends": self.missing,
                 "variants": self.summary().to_dict(orient="records"),
                 "precision": self.precision.summary().to_dict(orient="records"),
+                "precision_skipped": self.precision.skipped,
                 "prefix": {"shared_tokens": self.prefix.shared_tokens, "max_abs_dlogit": list(self.prefix.max_abs),
                            "fresh_prefill_s": self.prefix.fresh_seconds,
                            "reused_prefill_s": self.prefix.reused_seconds, "prefix_bytes": self.prefix.prefix_bytes},

@@ -61,6 +61,11 @@ class KVSize:
         """The common mistake: every layer full, query heads instead of KV heads."""
         return cost.kv_bytes(self.layers, self.query_heads, self.head_dim, self.tokens, self.bytes_per_value)
 
+    @property
+    def overstatement(self) -> float:
+        """How many times too big the query-head count makes the cache."""
+        return self.total_if_query_heads / self.total
+
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame([{"layers": self.layers, "full-attention layers": self.full_layers,
                               "window": self.window, "query heads": self.query_heads, "KV heads": self.kv_heads,

@@ -44,7 +44,7 @@ def precision_gap(result) -> go.Figure:
         y = [d if d > 0 else None for d in row.cached_vs_recompute]  # log axis: an exact 0 has no place
         fig.add_scatter(x=list(range(len(y))), y=y, name=row.dtype, mode="lines+markers",
                         line={"color": LAYER_COLORS[i % len(LAYER_COLORS)]}, marker={"size": 4})
-    fig = _layout(fig, "Cached vs recomputed, per number format", xaxis_title="step",
+    fig = _layout(fig, "Cached vs recomputed, per number format (an exact 0 is not drawn)", xaxis_title="step",
                   yaxis_title="max |Δlogit| (log)")
     fig.update_yaxes(type="log", exponentformat="power")
     return fig
@@ -68,4 +68,5 @@ def block_table(paged) -> go.Figure:
     fig = _layout(fig, f"Block table ({paged.block_size} tokens a block): blue own, green shared, "
                   "orange copied on write", xaxis_title="logical block", yaxis_title="")
     fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(dtick=1)
     return fig

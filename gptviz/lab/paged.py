@@ -86,11 +86,13 @@ def block_table(sequences: dict[str, list[int]], block_size: int, context: int, 
 
 
 def _copied(sequences: dict[str, list[int]], name: str, ids: list[int], start: int, block_size: int) -> bool:
-    """True if an earlier sequence shares this block's history and first token but not all of it: the
-    block was shared when they forked and copied when this one wrote a different token."""
+    """True if an earlier sequence shares this block's history and first token but none holds the whole block:
+    the block was shared when they forked and copied when this one wrote a different token."""
+    earlier = []
     for other_name, other in sequences.items():
         if other_name == name:
-            return False  # only earlier sequences own the original
-        if other[:start + 1] == ids[:start + 1] and other[start:start + block_size] != ids[start:start + block_size]:
-            return True
-    return False
+            break
+        if other[:start + 1] == ids[:start + 1]:
+            earlier.append(other)
+    block = ids[start:start + block_size]
+    return bool(earlier) and all(other[start:start + block_size] != block for other in earlier)

@@ -18,6 +18,7 @@ from gptviz.lab.variants import deltas, forced
 from gptviz.models import DTYPES
 
 TORCH_DTYPES = {**DTYPES, "bfloat16": torch.bfloat16, "float16": torch.float16}
+COPY_BUDGET = 4 * 2**30  # bytes: the study runs a private float64 copy (gpt2-medium 2.8 GB fits, gpt2-large not)
 
 
 @torch.no_grad()
@@ -41,6 +42,7 @@ class PrecisionRow:
 @dataclass
 class PrecisionResult:
     rows: list[PrecisionRow]
+    skipped: str | None = None  # why the study did not run (a float64 copy too big for this server)
 
     def row(self, dtype: str) -> PrecisionRow:
         return next(r for r in self.rows if r.dtype == dtype)
@@ -54,6 +56,9 @@ class PrecisionResult:
                          ignore_index=True)
 
     def summary(self) -> pd.DataFrame:
+        if not self.rows:
+            return pd.DataFrame(columns=["dtype", "max |Δ| cached vs recompute", "max |Δ| vs float64",
+                                         "first argmax flip"])
         return pd.DataFrame([{"dtype": r.dtype, "max |Δ| cached vs recompute": max(r.cached_vs_recompute),
                               "max |Δ| vs float64": max(r.cached_vs_float64 + r.recompute_vs_float64),
                               "first argmax flip": r.first_flip} for r in self.rows])
@@ -61,6 +66,10 @@ class PrecisionResult:
 
 def precision_study(model, prompt_ids: list[int], tokens: list[int], dtypes: tuple[str, ...]) -> PrecisionResult:
     """Both decoders in every format on the same tokens; a private copy per format (the shared model stays)."""
+    copy_bytes = sum(p.numel() for p in model.parameters()) * 8
+    if copy_bytes > COPY_BUDGET:
+        return PrecisionResult([], f"a float64 copy of this model needs {copy_bytes / 2**30:.1f} GiB, over this "
+                                   f"lab's {COPY_BUDGET / 2**30:.0f} GiB; try it on a smaller model.")
     runs = {}
     for name in dtypes:
         twin = copy.deepcopy(model).to(TORCH_DTYPES[name])
