@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=_finite_float, default=None, help="sampling only: > 0 (default 1)")
     p.add_argument("--top-k", type=_non_negative_int, default=None, help="sampling only: 0 turns it off (default)")
     p.add_argument("--top-p", type=_finite_float, default=None, help="sampling only: in (0, 1], 1 is off (default)")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the sampler (default 0)")
+    p.add_argument("--seed", type=_non_negative_int, default=None,
+                   help="sampling only: seed of the sampler, 0 to 2**64 - 1 (default 0)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
                    help="compute dtype; float64 shrinks the cached/recompute gap to ~1e-13 (default float32)")
     p.add_argument("--cache", choices=CACHES, default="dynamic",
@@ -168,11 +169,10 @@ def lab_command(args: argparse.Namespace) -> int:
 
 def settings_from(args: argparse.Namespace):
     """DecodeSettings from parsed arguments, validated (what needs no model) before loading one."""
-    from gptviz.settings import DecodeSettings
+    from gptviz.settings import DecodeSettings, check_prompt
 
-    if not args.prompt.strip():
-        raise UsageError("--prompt is empty: give some text to continue")
-    given = {name: getattr(args, name) for name in ("temperature", "top_k", "top_p")}
+    check_prompt(args.prompt)  # empty, or bytes that are not UTF-8 (they arrive as lone surrogates)
+    given = {name: getattr(args, name) for name in ("temperature", "top_k", "top_p", "seed")}
     if args.sampling == "greedy":
         extra = [f"--{name.replace('_', '-')}" for name, value in given.items() if value is not None]
         if extra:  # silently ignoring them would report a run the user did not ask for
@@ -181,7 +181,7 @@ def settings_from(args: argparse.Namespace):
     return DecodeSettings(
         max_new_tokens=args.max_new_tokens, sampling=args.sampling,
         temperature=1.0 if args.temperature is None else args.temperature,
-        top_k=args.top_k or 0, top_p=1.0 if args.top_p is None else args.top_p, seed=args.seed,
+        top_k=args.top_k or 0, top_p=1.0 if args.top_p is None else args.top_p, seed=args.seed or 0,
         cache=args.cache, modes=args.modes, record_attention=not args.no_attention,
     ).validate()
 

@@ -19,7 +19,7 @@ from gptviz import compare, cost, packed
 from gptviz.instrument import recording
 from gptviz.modes import Mode
 from gptviz.sampling import Replay, Sampler
-from gptviz.settings import DecodeError, DecodeSettings, Limits
+from gptviz.settings import DecodeError, DecodeSettings, Limits, check_prompt, positions
 from gptviz.trace import Step, Trace
 
 __all__ = ["DecodeError", "DecodeSettings", "Limits", "Run", "Tape", "decode_cached", "decode_recompute", "run",
@@ -37,7 +37,7 @@ def decode_cached(model, prompt_ids: torch.Tensor, choose, steps: int, cache_kin
                   record_attention: bool = True, on_step: Callable | None = None) -> Tape:
     """KV cache: prefill the prompt once, then feed only the newest token; past keys/values are reused."""
     tape = Tape(model, prompt_ids, steps, Mode.CACHED, record_attention, on_step)
-    cache = make_cache(model, cache_kind, max_len=len(prompt_ids) + steps)
+    cache = make_cache(model, cache_kind, max_len=positions(len(prompt_ids), steps))  # static: no unused slot
     ids = prompt_ids[None]  # (1, prompt): the prefill pass
     for step in range(steps):
         with recording(model, record_attention) as rec:
@@ -103,7 +103,7 @@ class Tape:
         self.steps: list[Step] = []
         self._logits: torch.Tensor | None = None  # (steps, vocab) last-position logits, filled row by row
         self.max_steps = steps
-        self.total_rows = len(prompt_ids) + steps - 1  # T: the last token chosen is never fed
+        self.total_rows = positions(len(prompt_ids), steps)  # T: the last token chosen is never fed
         self.rows_stored = 0
         self.attention = None
         if record_attention:
@@ -203,9 +203,7 @@ class Run:
 
 
 def encode(tokenizer, prompt: str) -> list[int]:
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise DecodeError("the prompt is empty: type some text to continue.")
-    return tokenizer(prompt)["input_ids"]
+    return tokenizer(check_prompt(prompt))["input_ids"]
 
 
 def run(model, tokenizer, prompt: str, settings: DecodeSettings = DecodeSettings(), *,
@@ -215,8 +213,8 @@ def run(model, tokenizer, prompt: str, settings: DecodeSettings = DecodeSettings
     ``on_step(mode, step, token_id)`` is called after each step (live progress in the app).
     """
     ids = encode(tokenizer, prompt)
-    settings.validate(limits, prompt_len=len(ids), shape=cost.Shape.of(model),
-                      value_bytes=next(model.parameters()).element_size())
+    settings = settings.validate(limits, prompt_len=len(ids), shape=cost.Shape.of(model),
+                                 value_bytes=next(model.parameters()).element_size())
     prompt_ids = torch.tensor(ids, dtype=torch.long)
     n = settings.max_new_tokens
     cached = decode_cached(model, prompt_ids, Sampler(settings), n, settings.cache, settings.record_attention,

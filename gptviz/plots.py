@@ -19,6 +19,7 @@ from plotly.subplots import make_subplots
 from gptviz import anatomy, cost, display
 from gptviz.display import NORMAL, Style
 from gptviz.modes import Mode
+from gptviz.settings import positions
 from gptviz.trace import Trace
 
 LAYER_COLORS = ["#3B82F6", "#F97316", "#22A06B", "#E11D48", "#8B5CF6", "#0EA5E9", "#EAB308", "#EC4899",
@@ -290,7 +291,7 @@ def kv_allocation(run) -> go.Figure:
     trace = run.cached
     bytes_per_value = cost.DTYPE_BYTES[trace.dtype]
     steps = [s.index for s in trace.steps]
-    max_len = trace.prompt_len + len(trace.steps)
+    max_len = positions(trace.prompt_len, len(trace.steps))  # what decode_cached preallocates
     per_token = cost.kv_bytes(trace.layers, trace.heads, trace.head_dim, 1, bytes_per_value)
     allocated = [sum(s.kv_allocated) for s in trace.steps]
     held = [sum(s.kv_bytes) for s in trace.steps]

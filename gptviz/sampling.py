@@ -25,7 +25,7 @@ class Sampler:
                 self.processors.append(TopKLogitsWarper(settings.top_k))
             if settings.top_p < 1.0:
                 self.processors.append(TopPLogitsWarper(settings.top_p))
-        self.generator = torch.Generator().manual_seed(settings.seed)
+        self.generator = None if self.greedy else torch.Generator().manual_seed(settings.seed)  # greedy: no seed
 
     def __call__(self, sequence: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         if self.greedy:

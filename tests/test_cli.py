@@ -97,35 +97,75 @@ def test_same_seed_same_tokens_in_process(random_model_dir, capsys):
     assert set(reports[0]["modes"]) == {"cached"}
 
 
-BAD_ARGUMENTS = {
-    "negative tokens": ["--max-new-tokens", "-3"],
-    "zero tokens": ["--max-new-tokens", "0"],
-    "not a number": ["--max-new-tokens", "many"],
-    "empty prompt": ["--prompt", "   "],
-    "unknown model": ["--model", "no-such-model"],
-    "missing directory": ["--model", "/nonexistent/gpt"],
-    "temperature 0": ["--sampling", "sample", "--temperature", "0"],
-    "temperature nan": ["--sampling", "sample", "--temperature", "nan"],
-    "top-p above 1": ["--sampling", "sample", "--top-p", "1.5"],
-    "top-p 0": ["--sampling", "sample", "--top-p", "0"],
-    "negative top-k": ["--sampling", "sample", "--top-k", "-1"],
-    "temperature without sampling": ["--temperature", "0.7"],
-    "unknown dtype": ["--dtype", "float16"],
-    "unknown cache": ["--cache", "paged"],
-    "unknown mode": ["--modes", "cached,telepathy"],
-    "too long for the context": ["--max-new-tokens", "100000"],
-    "unknown option": ["--frobnicate"],
+BAD_ARGUMENTS = {  # name -> (arguments, what the one line on stderr must say)
+    "negative tokens": (["--max-new-tokens", "-3"], "argument --max-new-tokens: must be ≥ 1, got -3"),
+    "zero tokens": (["--max-new-tokens", "0"], "argument --max-new-tokens: must be ≥ 1, got 0"),
+    "not a number": (["--max-new-tokens", "many"], "argument --max-new-tokens: expected a whole number, got 'many'"),
+    "tokens in e-notation": (["--max-new-tokens", "1e3"], "expected a whole number, got '1e3'"),
+    "tokens missing": (["--max-new-tokens"], "argument --max-new-tokens: expected one argument"),
+    "too long for the context": (["--max-new-tokens", "100000"], "needs 100004 positions (the last new token is "
+                                                                 "never fed back), over the model's context of 256: "
+                                                                 "at most 252 new tokens fit"),
+    "empty prompt": (["--prompt", "   "], "the prompt is empty"),
+    "blank prompt": (["--prompt", ""], "the prompt is empty"),
+    "prompt with a non-UTF-8 byte": (["--prompt", "caf\udce9"], "the byte 0xE9, which is not UTF-8 (at character 4)"),
+    "prompt with a lone surrogate": (["--prompt", "\ud800x"], "a lone surrogate U+D800, which is not a character"),
+    "unknown model": (["--model", "no-such-model"], "unknown model 'no-such-model'"),
+    "blank model": (["--model", " "], "no model given"),
+    "missing directory": (["--model", "/nonexistent/gpt"], "no such directory: /nonexistent/gpt"),
+    "a file as model": (["--model", "/etc/passwd"], "/etc/passwd is a file, not a model directory"),
+    "not a model directory": (["--model", "/etc"], "/etc has no config.json"),
+    "unknown Hub model": (["--model", "openai-community/gpt2-xxl"], "not a known GPT-2 Hub id"),
+    "temperature 0": (["--sampling", "sample", "--temperature", "0"], "temperature must be > 0 and finite, got 0.0"),
+    "temperature negative": (["--sampling", "sample", "--temperature", "-1"], "temperature must be > 0"),
+    "temperature nan": (["--sampling", "sample", "--temperature", "nan"], "expected a finite number, got 'nan'"),
+    "temperature inf": (["--sampling", "sample", "--temperature", "inf"], "expected a finite number, got 'inf'"),
+    "temperature text": (["--sampling", "sample", "--temperature", "warm"], "expected a number, got 'warm'"),
+    "top-p above 1": (["--sampling", "sample", "--top-p", "1.5"], "top-p must be a number in (0, 1]"),
+    "top-p 0": (["--sampling", "sample", "--top-p", "0"], "top-p must be a number in (0, 1]"),
+    "top-p negative": (["--sampling", "sample", "--top-p", "-0.5"], "top-p must be a number in (0, 1]"),
+    "negative top-k": (["--sampling", "sample", "--top-k", "-1"], "argument --top-k: must be ≥ 0, got -1"),
+    "fractional top-k": (["--sampling", "sample", "--top-k", "1.5"], "argument --top-k: expected a whole number"),
+    "seed 2**64": (["--sampling", "sample", "--seed", str(2**64)], "seed must be a whole number from 0 to 2**64 - 1"),
+    "negative seed": (["--sampling", "sample", "--seed", "-1"], "argument --seed: must be ≥ 0, got -1"),
+    "seed text": (["--sampling", "sample", "--seed", "abc"], "argument --seed: expected a whole number, got 'abc'"),
+    "seed without sampling": (["--seed", "5"], "--seed applies only with --sampling sample"),
+    "temperature without sampling": (["--temperature", "0.7"], "--temperature applies only with --sampling sample"),
+    "knobs without sampling": (["--top-k", "5", "--top-p", "0.5"], "--top-k, --top-p apply only with --sampling"),
+    "unknown sampling": (["--sampling", "beam"], "argument --sampling: invalid choice: 'beam'"),
+    "unknown dtype": (["--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
+    "unknown cache": (["--cache", "paged"], "argument --cache: invalid choice: 'paged'"),
+    "unknown mode": (["--modes", "cached,telepathy"], "telepathy"),
+    "no modes": (["--modes", ","], "argument --modes"),
+    "zero threads": (["--threads", "0"], "argument --threads: must be ≥ 1, got 0"),
+    "unknown option": (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    "stray argument": (["extra"], "unrecognized arguments: extra"),
 }
 
 
-@pytest.mark.parametrize("extra", BAD_ARGUMENTS.values(), ids=BAD_ARGUMENTS.keys())
-def test_bad_arguments_one_line_exit_2(extra, capsys):
+@pytest.mark.parametrize("case", BAD_ARGUMENTS, ids=list(BAD_ARGUMENTS))
+def test_bad_arguments_one_line_exit_2(case, capsys, monkeypatch):
+    extra, message = BAD_ARGUMENTS[case]
+    monkeypatch.setattr("gptviz.decoding.warm_up", lambda *a, **k: 0.0)  # the bundled model loads; skip warming
     args = ["compare", "--prompt", "ROMEO.", "--max-new-tokens", "2", *extra]
     assert cli.main(args) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     lines = captured.err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("gptviz: error: "), captured.err
+    assert message in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("case", ["seed 2**64", "prompt with a non-UTF-8 byte", "temperature 0", "top-p above 1",
+                                  "seed without sampling", "empty prompt"])
+def test_settings_are_refused_before_any_model_loads(case, capsys, monkeypatch):
+    """A bad setting costs no model load (it used to fail after loading and warming up: 28 s under load)."""
+    def load(*args, **kwargs):
+        raise AssertionError("a model was loaded for settings that can never run")
+
+    monkeypatch.setattr("gptviz.models.load", load)
+    assert cli.main(["compare", "--prompt", "ROMEO.", *BAD_ARGUMENTS[case][0]]) == 2
+    assert BAD_ARGUMENTS[case][1] in capsys.readouterr().err
 
 
 def test_missing_subcommand_and_prompt(capsys):
@@ -143,17 +183,30 @@ def not_gpt2_dir(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("case", ["not gpt2", "prompt too long", "unknown model"])
-def test_bad_inputs_subprocess_no_traceback(case, not_gpt2_dir, random_model_dir):
-    args = {
-        "not gpt2": ["--model", str(not_gpt2_dir), "--prompt", "x"],
-        "prompt too long": ["--model", str(random_model_dir), "--prompt", "To be or not to be, " * 40],
-        "unknown model": ["--model", "gpt5", "--prompt", "x"],
-    }[case]
-    proc = gptviz_cli("compare", *args, "--json")
+@pytest.fixture(scope="module")
+def corrupt_model_dir(random_model_dir, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corrupt") / "model"
+    shutil.copytree(random_model_dir, path)
+    (path / "model.safetensors").write_bytes(os.urandom(2048))
+    return path
+
+
+SUBPROCESS_CASES = {  # through a real argv: invalid UTF-8 arrives as lone surrogates there
+    "not gpt2": (lambda d: ["--model", str(d["not_gpt2"]), "--prompt", "x"], "'llama' models are not supported"),
+    "prompt too long": (lambda d: ["--model", str(d["random"]), "--prompt", "To be or not to be, " * 40],
+                        "but the model's context is 48"),
+    "unknown model": (lambda d: ["--model", "gpt5", "--prompt", "x"], "unknown model 'gpt5'"),
+    "corrupt weights": (lambda d: ["--model", str(d["corrupt"]), "--prompt", "x"], "cannot be read as safetensors"),
+    "prompt not UTF-8": (lambda d: ["--prompt", b"caf\xe9 au lait"], "the byte 0xE9, which is not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", SUBPROCESS_CASES, ids=list(SUBPROCESS_CASES))
+def test_bad_inputs_subprocess_no_traceback(case, not_gpt2_dir, random_model_dir, corrupt_model_dir):
+    arguments, expected = SUBPROCESS_CASES[case]
+    dirs = {"not_gpt2": not_gpt2_dir, "random": random_model_dir, "corrupt": corrupt_model_dir}
+    proc = gptviz_cli("compare", *arguments(dirs), "--json")
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    expected = {"not gpt2": "'llama' models are not supported", "prompt too long": "context",
-                "unknown model": "unknown model 'gpt5'"}[case]
     assert expected in proc.stderr

@@ -125,8 +125,9 @@ def test_kv_bytes_equal_the_formula(model, tokenizer, kind):
         t = step.context_len  # keys/values held after this step: every token fed so far
         expected = cost.kv_bytes(c.n_layer, c.n_head, head_dim, t, 4)
         assert sum(step.kv_bytes) == expected
-        allocated = cost.kv_bytes(c.n_layer, c.n_head, head_dim, p + n if kind == "static" else t, 4)
-        assert sum(step.kv_allocated) == allocated
+        allocated = cost.kv_bytes(c.n_layer, c.n_head, head_dim, p + n - 1 if kind == "static" else t, 4)
+        assert sum(step.kv_allocated) == allocated  # static: every position fed, the last chosen token never is
+    assert result.cached.steps[-1].kv_bytes == result.cached.steps[-1].kv_allocated  # no slot left unwritten
 
 
 def test_drift_zero_with_mask_large_without(model, tokenizer):
@@ -206,8 +207,8 @@ def test_concurrent_decodes_match_sequential(model, tokenizer):
 @pytest.mark.parametrize("prompt,settings,match", [
     ("", DecodeSettings(), "empty"),
     ("   \n", DecodeSettings(), "empty"),
-    ("x" * 96, DecodeSettings(), "context"),
-    ("hello", DecodeSettings(max_new_tokens=92), "at most 91 new tokens"),
+    ("x" * 97, DecodeSettings(), "the prompt is 97 tokens but the model's context is 96: shorten it to at most 96"),
+    ("hello", DecodeSettings(max_new_tokens=93), "needs 97 positions .* at most 92 new tokens fit"),
     ("hello", DecodeSettings(max_new_tokens=0), "≥ 1"),
     ("hello", DecodeSettings(max_new_tokens=-3), "≥ 1"),
     ("hello", DecodeSettings(sampling="sample", temperature=0), "temperature"),

@@ -34,7 +34,7 @@ def make_trace(mode: str, dtype: str = "float32", cache_kind: str | None = "dyna
     for s in range(steps):
         context = PROMPT + s
         held = [per_layer_token * context] * LAYERS
-        allocated = [per_layer_token * (PROMPT + steps)] * LAYERS if cache_kind == "static" else held
+        allocated = [per_layer_token * (PROMPT + steps - 1)] * LAYERS if cache_kind == "static" else held
         recorded.append(Step(
             index=s, token_id=7 + s % 2, token_text="a" if s % 2 else " b", input_len=context if s == 0 else 1,
             context_len=context, seconds=0.01 * (1 + s) if mode != "cached" else 0.01,
@@ -182,7 +182,8 @@ def test_kv_allocation_compares_static_preallocation_with_dynamic_growth():
     assert fig.layout.yaxis.title.text == "KiB"
     allocated, held, dynamic = (np.asarray(t.y) * 1024 for t in fig.data)
     per_token = cost.kv_bytes(LAYERS, HEADS, HEAD_DIM, 1, 4)
-    np.testing.assert_allclose(allocated, [per_token * (PROMPT + STEPS)] * STEPS)  # measured = preallocation
+    np.testing.assert_allclose(allocated, [per_token * (PROMPT + STEPS - 1)] * STEPS)  # measured = preallocation;
+    # the last chosen token is never fed, so the static cache holds no slot for it
     np.testing.assert_allclose(held, dynamic)  # what it holds is what a dynamic cache would have grown to
     assert "static" in fig.data[0].name and "dynamic" in fig.data[2].name
 
