@@ -23,18 +23,22 @@ class Agreement:
     argmax_equal: np.ndarray  # (steps,) bool: both logit vectors put the same token first
     topk_overlap: np.ndarray  # (steps,) fraction of the TOP_OVERLAP_K best tokens they share
     kl: np.ndarray  # (steps,) KL(cached ‖ this mode) in nats, computed in float64
+    same_choice: np.ndarray  # (steps,) bool: its own logits, through the same seeded sampler, pick the cached token
 
     @classmethod
-    def of(cls, reference: torch.Tensor, other: torch.Tensor, k: int = TOP_OVERLAP_K) -> Agreement:
-        """Both are (steps, vocab) last-position logits in the compute dtype."""
+    def of(cls, reference: torch.Tensor, other: torch.Tensor, k: int = TOP_OVERLAP_K, *,
+           chosen: list[int] | None = None, own: list[int] | None = None) -> Agreement:
+        """Both are (steps, vocab) last-position logits in the compute dtype; ``chosen`` the cached mode's
+        tokens and ``own`` what this mode would have chosen itself (without them: greedy, the argmaxes)."""
         # Chunks of rows: a (steps, vocab) difference at once is 2 x 51 MB at 256 GPT-2 steps.
         delta = torch.cat([(reference[a:a + KL_CHUNK] - other[a:a + KL_CHUNK]).abs().amax(dim=-1)
                            for a in range(0, len(reference), KL_CHUNK)])  # (steps,)
         top_ref, top_other = reference.topk(k).indices, other.topk(k).indices  # (steps, k)
         overlap = [len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(top_ref, top_other, strict=True)]
-        same_first = reference.argmax(-1) == other.argmax(-1)  # (steps,)
-        return cls(max_abs_dlogit=delta.double().numpy(), argmax_equal=same_first.numpy(),
-                   topk_overlap=np.array(overlap), kl=_chunked_kl(reference, other).numpy())
+        same_first = (reference.argmax(-1) == other.argmax(-1)).numpy()  # (steps,)
+        same_choice = same_first if own is None else np.array(own) == np.array(chosen)
+        return cls(max_abs_dlogit=delta.double().numpy(), argmax_equal=same_first,
+                   topk_overlap=np.array(overlap), kl=_chunked_kl(reference, other).numpy(), same_choice=same_choice)
 
 
 def _chunked_kl(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
@@ -77,9 +81,11 @@ class Comparison:
 
     @classmethod
     def of(cls, steps: dict[str, list], logits: dict[str, torch.Tensor],
-           attention_delta: np.ndarray | None = None) -> Comparison:
-        """From each mode's recorded Steps and (steps, vocab) last-position logits; cached is the reference."""
+           attention_delta: np.ndarray | None = None, own: dict[str, list[int]] | None = None) -> Comparison:
+        """From each mode's recorded Steps and (steps, vocab) last-position logits; cached is the reference.
+        ``own[mode]``: the tokens that mode's logits would have chosen itself (see sampling.Replay)."""
         cached = steps[Mode.CACHED]
+        chosen, own = [s.token_id for s in cached], own or {}
         recompute = steps.get(Mode.RECOMPUTE)
         slice_delta = None if recompute is None else np.array(
             [np.nan if s.slice_delta is None else s.slice_delta for s in recompute])
@@ -87,7 +93,8 @@ class Comparison:
             step=np.array([s.index for s in cached]), token_id=np.array([s.token_id for s in cached]),
             context_len=np.array([s.context_len for s in cached]),
             seconds={Mode(m): np.array([s.seconds for s in mode_steps]) for m, mode_steps in steps.items()},
-            agreement={Mode(m): Agreement.of(logits[Mode.CACHED], logits[m]) for m in steps if m != Mode.CACHED},
+            agreement={Mode(m): Agreement.of(logits[Mode.CACHED], logits[m], chosen=chosen, own=own.get(m))
+                       for m in steps if m != Mode.CACHED},
             kv_bytes=np.array([sum(s.kv_bytes) for s in cached]),
             kv_allocated=np.array([sum(s.kv_allocated) for s in cached]),
             slice_delta=slice_delta, attn_row_delta=attention_delta)
@@ -117,7 +124,8 @@ class Comparison:
 class Equivalence:
     """The recompute mode against the cache, for the headline."""
 
-    same_tokens: bool  # the recompute pass chose the cached tokens at every step
+    same_tokens: bool  # at every step, the recompute pass's own logits choose the token the cache chose
+    first_disagreement: int | None  # the first step where they do not (None: they never differ)
     max_abs_dlogit: float  # largest |Δlogit| over every step and vocabulary entry
     argmax_agreement: float  # fraction of steps whose logits put the same token first
     recompute_seconds: float  # forward passes of the recompute mode, summed
@@ -146,7 +154,8 @@ class Summary:
         if Mode.RECOMPUTE in c.agreement:
             a, seconds = c.agreement[Mode.RECOMPUTE], float(c.seconds[Mode.RECOMPUTE].sum())
             recompute = Equivalence(
-                same_tokens=run.recompute.token_ids == cached.token_ids, max_abs_dlogit=float(a.max_abs_dlogit.max()),
+                same_tokens=bool(a.same_choice.all()), first_disagreement=_first_false(a.same_choice),
+                max_abs_dlogit=float(a.max_abs_dlogit.max()),
                 argmax_agreement=float(a.argmax_equal.mean()), recompute_seconds=seconds,
                 speedup=seconds / max(cached_seconds, 1e-12),
                 max_slice_delta=_max(c.slice_delta), max_attn_row_delta=_max(c.attn_row_delta))
@@ -160,6 +169,11 @@ class Summary:
         if self.recompute is not None:
             out.update({k: v for k, v in asdict(self.recompute).items() if v is not None})
         return out
+
+
+def _first_false(flags: np.ndarray) -> int | None:
+    misses = np.flatnonzero(~flags)
+    return int(misses[0]) if len(misses) else None
 
 
 def _max(values: np.ndarray | None) -> float | None:

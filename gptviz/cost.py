@@ -70,6 +70,12 @@ def step_flops(shape: Shape, mode: str, context_len: int, input_len: int | None 
     return shape.layers * layer_flops(shape, t, t) + 2 * shape.d_model * shape.vocab * rows
 
 
+def run_flops(shape: Shape, mode: str, steps) -> int:
+    """FLOPs of a whole decode in ``mode`` over a cached trace's ``steps`` (their context and input lengths).
+    The ratio of two modes is the speed-up that arithmetic alone predicts, on any machine."""
+    return sum(step_flops(shape, mode, s.context_len, s.input_len) for s in steps)
+
+
 def weight_bytes(model) -> int:
     """Bytes of distinct parameters (tied embeddings counted once)."""
     seen, total = set(), 0

@@ -220,19 +220,21 @@ def run(model, tokenizer, prompt: str, settings: DecodeSettings = DecodeSettings
     cached = decode_cached(model, prompt_ids, Sampler(settings), n, settings.cache, settings.record_attention,
                            on_step)
     tapes, attention_delta = {Mode.CACHED: cached}, None
-    replay = Replay(cached.sequence[len(ids):].tolist(), len(ids))
+    chosen, own = cached.sequence[len(ids):].tolist(), {}
     for mode in map(Mode, settings.modes[1:]):
         # Both recompute variants record attention the same way, so their timings differ only
         # by logits_to_keep; only the full recompute's map is kept.
+        replay = Replay(chosen, len(ids), judge=Sampler(settings))  # follows the cache, notes its own choices
         tape = decode_recompute(model, prompt_ids, replay, n, mode.logits_to_keep, settings.record_attention,
                                 on_step)
+        own[mode] = replay.own
         if mode == Mode.RECOMPUTE and tape.attention is not None:
             attention_delta = compare.attention_row_deltas(cached, tape)  # in the compute dtype
         tape.compact(keep_attention=mode != Mode.RECOMPUTE_LAST)
         tapes[mode] = tape
     cached.compact()
     table = compare.Comparison.of({m: t.steps for m, t in tapes.items()}, {m: t.logits for m, t in tapes.items()},
-                                  attention_delta)
+                                  attention_delta, own)
     traces = {mode: tape.to_trace(model_name, tokenizer, settings.cache if mode == Mode.CACHED else None)
               for mode, tape in tapes.items()}
     text = tokenizer.decode(cached.sequence[len(ids):].tolist())

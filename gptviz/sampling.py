@@ -35,10 +35,18 @@ class Sampler:
 
 
 class Replay:
-    """Feeds back a fixed token sequence, so a second mode follows the first one's choices."""
+    """Feeds back a fixed token sequence, so a second mode follows the first one's choices.
 
-    def __init__(self, tokens: list[int], prompt_len: int):
-        self.tokens, self.prompt_len = tokens, prompt_len
+    With a ``judge`` (a fresh Sampler with the cached mode's settings: its seeded state at step s
+    is the cached sampler's at step s) it also records in ``own`` what this mode's *own* logits
+    would have chosen, so "same tokens both ways?" is a check that can fail, not a replay.
+    """
+
+    def __init__(self, tokens: list[int], prompt_len: int, judge: Sampler | None = None):
+        self.tokens, self.prompt_len, self.judge = tokens, prompt_len, judge
+        self.own: list[int] = []  # per step: the judge's choice from this mode's logits
 
     def __call__(self, sequence: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        if self.judge is not None:
+            self.own.append(int(self.judge(sequence, logits)))
         return torch.tensor(self.tokens[len(sequence) - self.prompt_len])

@@ -17,6 +17,7 @@ TIMEOUT = 120  # the first run imports torch and loads a model
 # page -> (metrics that must show a value, plotly charts it draws)
 PAGES = {
     "views/overview.py": (["Same tokens both ways?", "Largest logit difference", "Speed-up from the cache",
+                           "FLOPs ratio, same run",
                            "KV cache at the end"], 0),
     "views/side_by_side.py": (["Largest |Δlogit|", "float32 machine epsilon"], 1),
     "views/attention.py": (["Rows computed this step (cache)", "Rows computed this step (recompute)"], 3),
@@ -189,3 +190,21 @@ def test_a_student_queued_behind_another_run_sees_the_wait():
     label = at.status[0].label
     assert label.startswith("Done: 5 tokens, 3 ways") and "waited 1 s for the 1 run ahead of you" in label, label
     assert common.server().decodes == 3
+
+
+def test_the_overview_says_no_when_the_recompute_pass_would_choose_other_tokens(monkeypatch):
+    at = start()
+    model = common.load_model(TINY_SOURCE, "float32").model  # the model the app decodes with
+    forward, noise = model.forward, torch.Generator().manual_seed(0)
+
+    def perturbed(*args, use_cache=None, **kwargs):  # disturb only the recompute passes' logits
+        out = forward(*args, use_cache=use_cache, **kwargs)
+        if use_cache is False:
+            out.logits = out.logits + 20 * torch.randn(out.logits.shape, generator=noise)
+        return out
+
+    monkeypatch.setattr(model, "forward", perturbed)
+    at.button(key="run").click().run()
+    first = shown(at).run.summary().recompute.first_disagreement
+    assert first is not None and metrics(at)["Same tokens both ways?"] == f"no, from step {first}"
+    assert f"From step {first} on" in at.warning[0].value

@@ -31,8 +31,9 @@ def test_to_frame_keeps_the_csv_and_json_columns():
     frame = make_run().comparison.to_frame()
     assert list(frame.columns) == [
         "step", "token_id", "context_len", "cached_seconds", "recompute_seconds", "max_abs_dlogit", "argmax_equal",
-        "topk_overlap", "kl", "slice_delta", "recompute_last_seconds", "max_abs_dlogit_last", "argmax_equal_last",
-        "topk_overlap_last", "kl_last", "attn_row_delta", "kv_bytes", "kv_allocated"]
+        "topk_overlap", "kl", "same_choice", "slice_delta", "recompute_last_seconds", "max_abs_dlogit_last",
+        "argmax_equal_last", "topk_overlap_last", "kl_last", "same_choice_last", "attn_row_delta", "kv_bytes",
+        "kv_allocated"]
     assert frame["recompute_seconds"].iloc[2] == pytest.approx(0.03) and len(frame) == STEPS
 
 
@@ -58,3 +59,10 @@ def test_summary_says_no_when_the_top_token_differs():
     comparison = Comparison.of({m: t.steps for m, t in traces.items()}, logits)
     assert comparison.agreement[Mode.RECOMPUTE].argmax_equal.tolist() == [True, True, False, True, True]
     assert comparison.attn_row_delta is None
+
+
+def test_same_choice_compares_what_each_mode_would_choose_not_the_replayed_tokens():
+    reference = torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 1.0]], dtype=torch.float64)
+    agreement = Agreement.of(reference, reference.clone(), k=2, chosen=[1, 0], own=[1, 2])
+    assert agreement.same_choice.tolist() == [True, False]  # step 1's own choice differs, its logits do not
+    assert Agreement.of(reference, reference.clone(), k=2).same_choice.all()  # without choices: the argmaxes

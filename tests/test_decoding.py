@@ -42,6 +42,36 @@ def test_modes_choose_same_tokens_and_agree_on_logits(model, tokenizer, settings
     assert full.argmax_equal.all() and last.argmax_equal.all()
     assert (full.kl < 1e-8).all()
     assert full.max_abs_dlogit.max() > 0 or settings.cache == "static"  # not bitwise: different shapes
+    headline = result.summary().recompute
+    assert full.same_choice.all() and headline.same_tokens and headline.first_disagreement is None
+
+
+@pytest.mark.parametrize("settings", [
+    DecodeSettings(max_new_tokens=12),
+    DecodeSettings(max_new_tokens=12, sampling="sample", temperature=1.3, seed=7),
+], ids=["greedy", "sampled"])
+def test_same_tokens_says_no_when_the_recompute_logits_would_choose_otherwise(model, tokenizer, settings,
+                                                                              monkeypatch):
+    noise = torch.Generator().manual_seed(0)
+    forward = model.forward
+
+    def perturbed(*args, use_cache=None, **kwargs):  # only the recompute passes (use_cache=False) are disturbed
+        out = forward(*args, use_cache=use_cache, **kwargs)
+        if use_cache is False:
+            out.logits = out.logits + 20 * torch.randn(out.logits.shape, generator=noise)
+        return out
+
+    monkeypatch.setattr(model, "forward", perturbed)
+    result = run(model, tokenizer, PROMPT, settings)
+    cached, recompute = result.cached, result.recompute
+    assert recompute.token_ids == cached.token_ids  # it still replays the cached tokens: like for like
+    headline, agreement = result.summary().recompute, result.comparison.agreement[Mode.RECOMPUTE]
+    assert not headline.same_tokens
+    assert headline.first_disagreement == int(np.flatnonzero(~agreement.same_choice)[0])
+    if settings.sampling == "greedy":  # the recompute pass's own choice is its argmax
+        own = result.traces[Mode.RECOMPUTE]
+        expected = [s.top_ids[0] != c.token_id for s, c in zip(own.steps, cached.steps, strict=True)]
+        assert (~agreement.same_choice).tolist() == expected
 
 
 def test_float64_shrinks_the_gap(model64, tokenizer):

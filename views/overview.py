@@ -3,7 +3,7 @@
 import streamlit as st
 
 import gptviz
-from gptviz import display, ui_state
+from gptviz import cost, display, ui_state
 from views import _common as common
 
 st.title("Does GPT-2 re-read the whole text for every new token?")
@@ -20,20 +20,33 @@ recompute = summary.recompute
 st.caption(f"Model: **{result.model_name}** · {summary.prompt_tokens} prompt tokens · "
            f"{summary.steps} new tokens · {summary.dtype} · {run.settings.cache} cache · "
            f"{run.settings.sampling} · whole run {result.seconds:.1f} s")
-cols = st.columns(4)
+cols = st.columns(5)
 if recompute is not None:
-    cols[0].metric("Same tokens both ways?", "yes" if recompute.same_tokens else "no",
-                   help="Recompute replays the cached run's tokens; this checks it would have chosen them too "
-                        f"(argmax agreement {recompute.argmax_agreement:.0%}).")
+    cols[0].metric("Same tokens both ways?", "yes" if recompute.same_tokens else
+                   f"no, from step {recompute.first_disagreement}",
+                   help="At every step, the token the recompute pass's own logits choose (greedy: their argmax; "
+                        "sampling: the same seeded sampler applied to them) against the token the cache chose. "
+                        f"Argmax agreement {recompute.argmax_agreement:.0%}.")
     cols[1].metric("Largest logit difference", f"{recompute.max_abs_dlogit:.2e}",
                    help="max |Δlogit| over every step and vocabulary entry, cached vs recompute")
     cols[2].metric("Speed-up from the cache", display.speedup(recompute.speedup),
                    help=f"recompute {recompute.recompute_seconds:.3f} s vs cached {summary.cached_seconds:.3f} s "
                         "of forward passes")
+if recompute is not None:
+    shape = cost.Shape.of(common.loaded(result).model)
+    flops = {m: cost.run_flops(shape, m, run.cached.steps) for m in ("cached", "recompute")}
+    cols[4].metric("FLOPs ratio, same run", display.speedup(flops["recompute"] / flops["cached"]),
+                   help=f"recompute {flops['recompute']:,} vs cached {flops['cached']:,} FLOPs (the cost model on "
+                        "the Timing page): what the speed-up would be if time followed arithmetic alone. "
+                        "It does not depend on the machine.")
 unit = display.byte_unit(summary.kv_cache_allocated)
 cols[3].metric("KV cache at the end", display.in_unit(summary.kv_cache_bytes, unit),
                help=f"allocated: {display.in_unit(summary.kv_cache_allocated, unit)} ({run.settings.cache} cache)")
 
+if recompute is not None and not recompute.same_tokens:
+    st.warning(f"From step {recompute.first_disagreement} on, the recompute pass's own logits would have chosen "
+               "another token than the cache did (it kept following the cached tokens, so every step stays "
+               "comparable). Look at the **Side by side** page for the size of the difference.")
 if recompute is not None and recompute.speedup <= 1:
     st.caption(display.no_gain_reason(common.loaded(result).info["parameters"], summary.prompt_tokens + summary.steps)
                + " The **Timing** page shows the FLOPs it saves.")
