@@ -207,6 +207,7 @@ def test_report_on_the_bundled_model(report):
     assert summary.loc["window 16", "first divergence"] is not None
     assert report.to_json()["variants"][0]["variant"] == "fp8"
     assert set(report.sequences()) >= {"exact", "prefix prompt 1", "prefix prompt 2"}
+    assert 0 < report.nbytes() < 2**20  # a few numbers per step: cheap for a server to keep
 
 
 @pytest.mark.parametrize("change, message", [

@@ -64,3 +64,14 @@ def test_a_bad_config_json_gets_a_message():
     assert "has no" in at.error[0].value and not at.exception
     at.text_area(key="lab_json").set_value("{not json").run()
     assert at.error and not at.exception
+
+
+def test_a_second_session_gets_the_shared_lab_result_without_computing():
+    from views import _common as common
+
+    first = lab_page()
+    jobs = common.server().decodes  # every job the server has started: decodes and labs
+    assert any(isinstance(k, tuple) and k[0] == "lab" for k in common.server().stored_keys())
+    second = lab_page()  # another student, same settings
+    assert common.server().decodes == jobs
+    assert tables(second)[0].equals(tables(first)[0])

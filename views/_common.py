@@ -115,7 +115,7 @@ def current() -> Result | None:
 @st.cache_resource
 def server() -> serve.Server:
     """This Streamlit server's one decode queue and shared results (every session and page use it)."""
-    decodes = serve.Server(max_bytes=SHARED_RESULTS_BYTES, nbytes=Result.nbytes)
+    decodes = serve.Server(max_bytes=SHARED_RESULTS_BYTES, nbytes=lambda result: result.nbytes())  # runs, labs
     threads = serve.set_torch_threads(decodes.slots)
     log = logging.getLogger(serve.__name__)
     if not log.handlers:  # an operator's log line per decode, on the server's stdout

@@ -9,10 +9,16 @@ from gptviz.lab import figures
 from views import _common as common
 
 
-@st.cache_data(show_spinner="Running every cache variant on this model (once per settings, for everyone)…",
-               max_entries=16)
-def lab_report(_lm, source: str, dtype: str, settings: lab.LabSettings) -> lab.LabReport:
-    return lab.run(_lm.model, _lm.tokenizer, settings)
+def lab_report(lm, source: str, dtype: str, settings: lab.LabSettings) -> lab.LabReport:
+    """From the server's queue (one timed job at a time): computed once per model + settings, for every session."""
+    lab.check(settings, lm.model.config)  # a bad setting is refused at once, without queueing
+    waiter, alive = common._waiter()
+    job = common.server().request(("lab", source, dtype, settings), lambda job: lab.run(lm.model, lm.tokenizer,
+                                  settings), waiter=waiter, alive=alive, size=settings.max_new_tokens,
+                                  size_kind=("lab", lm.name, dtype))
+    with st.spinner("Running every cache variant on this model: one job at a time on this server, shared by "
+                    "every session asking for these settings…", show_time=True):
+        return job.result()
 
 
 st.title("Cache lab: what a smaller KV cache costs")

@@ -13,6 +13,7 @@ its text first parts from the exact one. Bytes are read off each real cache obje
 
 from __future__ import annotations
 
+import pickle
 import time
 from dataclasses import dataclass
 
@@ -60,6 +61,10 @@ class LabReport:
     context: int  # the model's maximum positions
     bytes_per_token: int  # exact KV bytes of one token, all layers
     seconds: float  # wall time of the whole lab
+
+    def nbytes(self) -> int:
+        """Bytes it holds (a server keeps finished results up to a byte budget): its pickled size."""
+        return len(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
 
     def summary(self) -> pd.DataFrame:
         """One row per variant: exactness lost, bytes bought."""
