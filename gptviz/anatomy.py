@@ -68,6 +68,23 @@ def logit_lens(model, tokenizer, text: str, k: int = 5) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@dataclass(frozen=True)
+class KVTotals:
+    """The cached run's KV cache after its last step, measured and by formula (cost.kv_bytes)."""
+
+    measured: int  # bytes of keys + values holding real tokens, read off the cache tensors
+    formula: int  # 2 · layers · heads · head_dim · tokens · bytes per value
+    allocated: int  # bytes the cache had allocated (a static cache: the whole length)
+    per_token: int  # the formula for one token
+
+    @classmethod
+    def of(cls, trace) -> KVTotals:
+        last, value_bytes = trace.steps[-1], cost.DTYPE_BYTES[trace.dtype]
+        return cls(measured=sum(last.kv_bytes), allocated=sum(last.kv_allocated),
+                   formula=cost.kv_bytes(trace.layers, trace.heads, trace.head_dim, last.context_len, value_bytes),
+                   per_token=cost.kv_bytes(trace.layers, trace.heads, trace.head_dim, 1, value_bytes))
+
+
 def kv_layout(run) -> pd.DataFrame:
     """The cached run's per-layer key/value tensor shapes after its last step, as the cache held them."""
     trace = run.cached

@@ -204,3 +204,8 @@ def hidden_state_drift(model, token_ids: list[int], causal: bool = True, points:
             rows.append({"prefix_len": t, "layer": layer, "causal": causal,
                          "drift": (h1[0, :t] - h0[0, :t]).abs().max().item()})
     return pd.DataFrame(rows)
+
+
+def largest_drift(frame: pd.DataFrame, causal: bool) -> float:
+    """The largest past-state drift in ``hidden_state_drift`` rows, with (``causal``) or without the mask."""
+    return float(frame.loc[frame["causal"] == causal, "drift"].max())

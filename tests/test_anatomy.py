@@ -89,3 +89,13 @@ def test_warm_up_decodes_untimed_and_leaves_the_model_unchanged(tiny_model, toke
     before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
     assert warm_up(tiny_model, tokenizer) > 0
     assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
+
+
+def test_kv_totals_measure_and_formula_agree_on_a_real_run_and_disagree_when_bytes_are_off(tiny_model, tokenizer):
+    run = gptviz.run(tiny_model, tokenizer, "abcd", gptviz.DecodeSettings(max_new_tokens=3, cache="static",
+                                                                          modes=("cached",)))
+    kv = anatomy.KVTotals.of(run.cached)
+    assert kv.measured == kv.formula == 2 * 2 * 2 * 16 * 6 * 4 and kv.per_token == kv.formula // 6
+    assert kv.allocated == kv.per_token * 7  # static: the whole length, prompt + 3
+    run.cached.steps[-1].kv_bytes[0] += 4
+    assert anatomy.KVTotals.of(run.cached).measured == kv.formula + 4

@@ -66,3 +66,12 @@ def test_same_choice_compares_what_each_mode_would_choose_not_the_replayed_token
     agreement = Agreement.of(reference, reference.clone(), k=2, chosen=[1, 0], own=[1, 2])
     assert agreement.same_choice.tolist() == [True, False]  # step 1's own choice differs, its logits do not
     assert Agreement.of(reference, reference.clone(), k=2).same_choice.all()  # without choices: the argmaxes
+
+
+def test_largest_drift_reads_each_side_of_the_mask():
+    import pandas as pd
+
+    from gptviz.compare import largest_drift
+
+    frame = pd.DataFrame({"causal": [True, True, False, False], "drift": [1e-7, 0.0, 0.3, 0.7]})
+    assert largest_drift(frame, True) == 1e-7 and largest_drift(frame, False) == 0.7

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from gptviz import plots
+from gptviz import compare, plots
 from views import _common as common
 
 st.title("Why the past is frozen")
@@ -29,8 +29,7 @@ else:
                "to test more.")
 drift = common.hidden_drift(lm, result.settings.source, result.settings.dtype, ids, points)
 
-masked = drift[drift["causal"]]["drift"].max()
-unmasked = drift[~drift["causal"]]["drift"].max()
+masked, unmasked = (compare.largest_drift(drift, causal) for causal in (True, False))
 cols = st.columns(2)
 cols[0].metric("Largest drift with the causal mask", f"{masked:.1e}")
 cols[1].metric("Largest drift without the mask", f"{unmasked:.2f}")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from gptviz import anatomy, cost, display, plots, registry, ui_state
+from gptviz import anatomy, display, plots, registry, ui_state
 from views import _common as common
 
 st.title("The KV cache: what is remembered, and how big it gets")
@@ -15,20 +15,16 @@ common.intro(
 result = common.require()
 run = result.run
 trace = run.cached
-last = trace.steps[-1]
-bytes_per_value = cost.DTYPE_BYTES[trace.dtype]
-formula = cost.kv_bytes(trace.layers, trace.heads, trace.head_dim, last.context_len, bytes_per_value)
+kv = anatomy.KVTotals.of(trace)
 
-unit = display.byte_unit(sum(last.kv_allocated))  # one unit family (binary) for every figure on this page
-per_token = cost.kv_bytes(trace.layers, trace.heads, trace.head_dim, 1, bytes_per_value)
+unit = display.byte_unit(kv.allocated)  # one unit family (binary) for every figure on this page
 cols = st.columns(4)
-cols[0].metric("Measured at the end", display.in_unit(sum(last.kv_bytes), unit), help=f"{sum(last.kv_bytes):,} B")
-cols[1].metric("Formula 2·L·H·d·t·bytes", display.in_unit(formula, unit), help=f"{formula:,} B",
-               delta="matches to the byte" if formula == sum(last.kv_bytes)
-               else f"{sum(last.kv_bytes) - formula:+,} B", delta_color="off", delta_arrow="off")
-cols[2].metric("Allocated", display.in_unit(sum(last.kv_allocated), unit),
-               help=f"{sum(last.kv_allocated):,} B, {trace.cache_kind} cache")
-cols[3].metric("Per token", display.in_unit(per_token, display.byte_unit(per_token)), help=f"{per_token:,} B")
+cols[0].metric("Measured at the end", display.in_unit(kv.measured, unit), help=f"{kv.measured:,} B")
+cols[1].metric("Formula 2·L·H·d·t·bytes", display.in_unit(kv.formula, unit), help=f"{kv.formula:,} B",
+               delta="matches to the byte" if kv.formula == kv.measured else f"{kv.measured - kv.formula:+,} B",
+               delta_color="off", delta_arrow="off")
+cols[2].metric("Allocated", display.in_unit(kv.allocated, unit), help=f"{kv.allocated:,} B, {trace.cache_kind} cache")
+cols[3].metric("Per token", display.in_unit(kv.per_token, display.byte_unit(kv.per_token)), help=f"{kv.per_token:,} B")
 
 common.chart(plots.kv_per_layer(run), "kv_per_layer", "every layer grows by the same amount each step, and the "
              "stack lands exactly on the formula's diamonds: the cache holds nothing but keys and values.")
