@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import gptviz
-from gptviz import anatomy, cost
+from gptviz import anatomy, cost, settings
 from gptviz.decoding import warm_up
 from tests.test_plots import STEPS, make_run
 
@@ -96,6 +96,6 @@ def test_kv_totals_measure_and_formula_agree_on_a_real_run_and_disagree_when_byt
                                                                           modes=("cached",)))
     kv = anatomy.KVTotals.of(run.cached)
     assert kv.measured == kv.formula == 2 * 2 * 2 * 16 * 6 * 4 and kv.per_token == kv.formula // 6
-    assert kv.allocated == kv.per_token * 7  # static: the whole length, prompt + 3
+    assert kv.allocated == kv.per_token * settings.positions(4, 3)  # static: every position the run feeds
     run.cached.steps[-1].kv_bytes[0] += 4
     assert anatomy.KVTotals.of(run.cached).measured == kv.formula + 4
