@@ -201,6 +201,11 @@ class Server:
                 seconds += estimate or 0.0
             return Place(ahead, seconds / self.slots if known else None)
 
+    def queued(self) -> int:
+        """Jobs waiting for a slot (abandoned ones included until their turn skips them)."""
+        with self._lock:
+            return len(self._queue)
+
     def stored_bytes(self) -> int:
         with self._lock:
             return sum(size for _, size in self._done.values())
