@@ -110,6 +110,13 @@ def test_fp8_holds_a_quarter_of_float32_plus_its_scales_and_costs_exactness(mode
     assert 0 < max_abs(fp8, logits) < 1
 
 
+def test_quanto_bytes_follow_the_formula_in_float64_too():  # scales and zero-points take the states' dtype
+    model64 = random_model(layers=2, heads=4, d_model=64, vocab=64, context=96, seed=3, dtype="float64")
+    v = Variant("int4", "quanto", nbits=4, residual_length=4, q_group_size=16)
+    _, measured = forced(model64, v, [1, 2, 3], list(range(10)))
+    assert measured == [variants.formula_bytes(v, model64.config, 8, 3 + i, 3) for i in range(10)]
+
+
 def test_quanto_int4_and_int2_bytes_follow_the_formula_and_int2_costs_more(model):
     assert settings.quanto_missing() is None, "optimum-quanto is pinned in requirements.txt"
     ids = list(range(1, 9))
@@ -219,6 +226,7 @@ def test_report_on_the_bundled_model(report):
     ({"max_new_tokens": 255}, "exceed the model's context of 256"),
     ({"prompt": ""}, "the prompt is empty"),
     ({"prefix_prompts": ("ROMEO.", "JULIET.")}, "do not start with the same token"),
+    ({"prefix_prompts": ("The", "The")}, "needs a token of its own"),  # one token each
 ])
 def test_bad_settings_say_what_to_change(bundled, change, message):
     bad = lab.LabSettings(**{**vars(lab.LabSettings()), "max_new_tokens": 4, **change})

@@ -62,6 +62,9 @@ def _prefill_seconds(model, prompts: list[list[int]], prefix: list[int] | None) 
 def shared_prefix(model, tokenizer, prompts: tuple[str, str], steps: int) -> PrefixResult:
     ids = [tokenizer(p)["input_ids"] for p in prompts]
     n = common_prefix(*ids)
+    if n == 0 and ids[0][:1] == ids[1][:1]:
+        raise LabError("each shared-prefix prompt needs a token of its own after the common beginning: "
+                       f"{prompts[0]!r} and {prompts[1]!r} are too short.")
     if n == 0:
         raise LabError(f"the two shared-prefix prompts do not start with the same token: {prompts[0]!r} vs "
                        f"{prompts[1]!r}. Give them a common beginning.")

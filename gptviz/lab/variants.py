@@ -77,12 +77,13 @@ def formula_bytes(variant: Variant, config, value_bytes: int, tokens: int, promp
 def _quanto_bytes(variant: Variant, layers: int, heads: int, head_dim: int, value_bytes: int, tokens: int,
                   prompt: int) -> int:
     """Per layer, keys and values each: rows of ``q_group_size`` values packed 8/nbits rows to a byte (row count
-    rounded up), a float32 scale and zero-point per row, plus the residual tokens kept unquantized."""
+    rounded up), a scale and a zero-point per row in the states' own dtype, plus the residual kept unquantized."""
     residual = _residual_tokens(variant.residual_length, tokens, prompt)
     rows = heads * (tokens - residual) * head_dim // variant.q_group_size  # groups in one K (or V) tensor
     per_byte = 8 // variant.nbits
     packed = -(-rows // per_byte) * variant.q_group_size  # ceil(rows / per_byte) packed rows
-    return 2 * layers * (packed + rows * 2 * 4) + cost.kv_bytes(layers, heads, head_dim, residual, value_bytes)
+    return 2 * layers * (packed + rows * 2 * value_bytes) + cost.kv_bytes(layers, heads, head_dim, residual,
+                                                                          value_bytes)
 
 
 def _residual_tokens(residual_length: int, tokens: int, prompt: int) -> int:
