@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from gptviz import packed
+from gptviz.modes import Mode
 
 DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
@@ -53,7 +54,7 @@ def layer_flops(shape: Shape, queries: int, keys: int) -> int:
     return queries * 24 * d * d + 4 * queries * keys * d
 
 
-def step_flops(shape: Shape, mode: str, context_len: int, input_len: int | None = None) -> int:
+def step_flops(shape: Shape, mode: Mode | str, context_len: int, input_len: int | None = None) -> int:
     """FLOPs of one decoding step that attends over ``context_len`` tokens.
 
     cached: ``input_len`` new tokens (the prompt at prefill, then 1), a logit row for each of them
@@ -63,10 +64,10 @@ def step_flops(shape: Shape, mode: str, context_len: int, input_len: int | None 
     Checked against torch.utils.flop_counter.FlopCounterMode on a real GPT-2 forward pass (tests).
     """
     t = context_len
-    if mode == "cached":
+    if mode == Mode.CACHED:
         q = t if input_len is None else input_len
         return shape.layers * layer_flops(shape, q, t) + 2 * shape.d_model * shape.vocab * q
-    rows = t if mode == "recompute" else 1
+    rows = t if mode == Mode.RECOMPUTE else 1
     return shape.layers * layer_flops(shape, t, t) + 2 * shape.d_model * shape.vocab * rows
 
 

@@ -111,7 +111,7 @@ def _log_axis(title: str, values) -> dict:
 
 def logit_delta(run) -> go.Figure:
     """max |Δlogit| per step vs the cached mode, log axis, with the dtype's machine epsilon."""
-    _needs(run, "recompute")
+    _needs(run, Mode.RECOMPUTE)
     comparison, eps = run.comparison, machine_epsilon(run.cached.dtype)
     floor = eps * 1e-3  # where exact zeros are drawn: a log axis has no 0
     fig, drawn = go.Figure(), [eps]
@@ -149,7 +149,7 @@ def attention_panes(run, layer: int, head: int, step: int, side_by_side: bool = 
     the cache's new row sits level with the recompute map's red row); ``height`` in px overrides the
     height that gives every row the same size.
     """
-    cached, recompute = run.cached, _needs(run, "recompute")
+    cached, recompute = run.cached, _needs(run, Mode.RECOMPUTE)
     _attention_of(cached), _attention_of(recompute)
     layer, head = _index("layer", layer, cached.layers), _index("head", head, cached.heads)
     step = _index("step", step, len(cached.steps))
@@ -205,7 +205,7 @@ def attention_growth(run, layer: int, head: int, start: int = 0) -> go.Figure:
 
     Opens at step ``start`` (the nearest animation frame); ▶ plays on from there.
     """
-    recompute = _needs(run, "recompute")
+    recompute = _needs(run, Mode.RECOMPUTE)
     _attention_of(recompute)
     layer, head = _index("layer", layer, recompute.layers), _index("head", head, recompute.heads)
     start = _index("start", start, len(recompute.steps))

@@ -55,8 +55,8 @@ TRACE_TARGET_TOKENS = 256
 RSS_TARGET = 1.5 * 10**9  # bytes of peak resident memory
 FLOOR_TARGET = 2.0  # cached step ÷ memory-bandwidth floor
 # The plain baseline of each mode: generate() keyword arguments.
-PLAIN = {"cached": {"use_cache": True}, "recompute": {"use_cache": False, "logits_to_keep": 0},
-         "recompute_last": {"use_cache": False}}
+PLAIN = {Mode.CACHED: {"use_cache": True}, Mode.RECOMPUTE: {"use_cache": False, "logits_to_keep": 0},
+         Mode.RECOMPUTE_LAST: {"use_cache": False}}
 
 
 @dataclass
@@ -105,12 +105,12 @@ def instrumented(model, prompt: torch.Tensor, n: int, mode: str, tokens: list[in
                  stamps: _Stamps | None = None) -> Tape:
     """What a session pays for one mode: decode with recording, then compact the attention to fp16."""
     on_step = None if stamps is None else (lambda mode, step, token: stamps(step))
-    if mode == "cached":
+    if mode == Mode.CACHED:
         tape = decode_cached(model, prompt, Sampler(DecodeSettings()), n, on_step=on_step)
     else:  # replays the cached mode's tokens, as gptviz.run does
         tape = decode_recompute(model, prompt, Replay(tokens, len(prompt)), n, Mode(mode).logits_to_keep,
                                 on_step=on_step)
-    tape.compact(keep_attention=mode != "recompute_last")
+    tape.compact(keep_attention=mode != Mode.RECOMPUTE_LAST)
     return tape
 
 
@@ -148,7 +148,7 @@ def _decode_worker(model, prompt: torch.Tensor, n: int, barrier: threading.Barri
                    errors: list[BaseException], i: int) -> None:
     try:
         barrier.wait()
-        seconds[i], _ = _clock(lambda: instrumented(model, prompt, n, "cached", None))
+        seconds[i], _ = _clock(lambda: instrumented(model, prompt, n, Mode.CACHED, None))
     except BaseException as exc:  # re-raised by the caller, never lost in a thread
         errors.append(exc)
 
@@ -312,20 +312,20 @@ def bench(args: argparse.Namespace) -> dict:
         # The app's warm-up of a freshly loaded model (gptviz.run, both caches), then every timed path once.
         warm_up(model, tokenizer, " ".join(map(str, prompt.tolist())))
         for mode in args.modes:  # warm up every path once (allocator, kernel selection)
-            instrumented(model, prompt, 2, mode, plain_generate(model, prompt, 2, "cached"))
+            instrumented(model, prompt, 2, mode, plain_generate(model, prompt, 2, Mode.CACHED))
             plain_generate(model, prompt, 2, mode)
         for n in args.tokens:
             entry: dict = {"new_tokens": n, "modes": {}}
             tokens = None
             for mode in args.modes:
-                repeats = args.cached_repeats if mode == "cached" else args.repeats
+                repeats = args.cached_repeats if mode == Mode.CACHED else args.repeats
                 plain, inst = time_mode(model, prompt, n, mode, repeats, tokens)
-                if mode == "cached":
+                if mode == Mode.CACHED:
                     tokens = inst.tokens
                     decode_steps = [s.seconds for s in inst.tape.steps[1:]] or [inst.tape.steps[0].seconds]
                     entry["cached_step_seconds"] = statistics.median(decode_steps)
                     entry["plain_cached_seconds_per_token"] = plain.best / n
-                trace = inst.tape.to_trace("random", tokenizer, "dynamic" if mode == "cached" else None)
+                trace = inst.tape.to_trace("random", tokenizer, "dynamic" if mode == Mode.CACHED else None)
                 entry["modes"][mode] = {
                     "plain_seconds": plain.seconds, "instrumented_seconds": inst.seconds,
                     "plain_step_floor": plain.step_floor, "instrumented_step_floor": inst.step_floor,
@@ -335,7 +335,7 @@ def bench(args: argparse.Namespace) -> dict:
                     "same_tokens_as_generate": plain.tokens == inst.tokens, "trace_bytes": trace.nbytes(),
                 }
                 del inst, trace
-            entry["trace_bytes"] = sum(entry["modes"][m]["trace_bytes"] for m in ("cached", "recompute")
+            entry["trace_bytes"] = sum(entry["modes"][m]["trace_bytes"] for m in (Mode.CACHED, Mode.RECOMPUTE)
                                        if m in entry["modes"])
             entry["peak_rss_bytes"] = _peak_rss()  # so far: the process after this many tokens
             results["runs"].append(entry)
