@@ -10,6 +10,7 @@ import streamlit as st
 
 from gptviz.hosting import HostingConfigError
 from views import _common as common
+from views import _links
 
 st.set_page_config(page_title="gptviz: KV cache vs recompute", page_icon="🔁", layout="wide")
 
@@ -26,10 +27,11 @@ PAGES = [
 page = st.navigation(PAGES)
 
 try:
-    common.policy()  # an operator's typo in a GPTVIZ_* variable stops here, in one line, before any page runs
+    policy = common.policy()  # an operator's typo in a GPTVIZ_* variable stops here, in one line, before any page
 except HostingConfigError as exc:
     st.error(f"**This server is misconfigured:** {exc}", icon=":material/settings_alert:")
     st.stop()
+_links.check_link(policy)  # a link's refused or clamped values: fixed before the sidebar reads it, said once
 
 settings = common.sidebar()
 clicked = st.sidebar.button("Run", type="primary", key="run", width="stretch", icon=":material/play_arrow:")

@@ -152,7 +152,9 @@ def test_a_hosted_server_offers_only_its_models_and_caps_tokens(monkeypatch):
     monkeypatch.setenv("GPTVIZ_MAX_NEW_TOKENS", "8")
     at = start()
     assert at.selectbox(key="model").options == ["bundled", "gpt2", "distilgpt2"]
-    assert at.number_input(key="new").max == 8
+    at.number_input(key="new").set_value(9)  # the field takes it; the run says why it cannot
+    at.button(key="run").click().run()
+    assert "this server allows at most 8 new tokens per run (asked for 9)" in at.error[0].value
     at.number_input(key="new").set_value(5)
     at.button(key="run").click().run()
     assert list(at.session_state["gptviz_runs"]) == [shown(at).settings.key]  # one kept run per student

@@ -84,16 +84,18 @@ def sidebar() -> AppSettings:
     if "prompt" not in st.session_state and "prompt" not in st.query_params:
         st.session_state["prompt"] = AppSettings.prompt
     prompt = sb.text_area("Prompt", key="prompt", bind=URL, height=100)
-    max_new = sb.number_input("Max new tokens", min_value=1, max_value=limits.max_new_tokens,
-                              value=min(AppSettings.max_new_tokens, limits.max_new_tokens), key="new", bind=URL)
+    # No min/max on the number fields: the browser would keep showing a typed 0 while the last valid value
+    # runs. Whatever is typed is what runs, and DecodeSettings.validate says why it cannot.
+    max_new = sb.number_input("Max new tokens", value=min(AppSettings.max_new_tokens, limits.max_new_tokens),
+                              step=1, key="new", bind=URL, help=f"this server's cap: {limits.max_new_tokens}")
     sampling = sb.radio("Choosing tokens", ["greedy", "sample"], key="sampling", bind=URL, horizontal=True)
     greedy = sampling == "greedy"
     cols = sb.columns(2)
-    temperature = cols[0].number_input("Temperature", 0.05, 5.0, 1.0, 0.05, key="temperature", bind=URL,
+    temperature = cols[0].number_input("Temperature", value=1.0, step=0.05, key="temperature", bind=URL,
                                        disabled=greedy)
-    seed = cols[1].number_input("Seed", 0, 2**31 - 1, 0, key="seed", bind=URL, disabled=greedy)
-    top_k = cols[0].number_input("Top-k (0 = off)", 0, 100_000, 0, key="top_k", bind=URL, disabled=greedy)
-    top_p = cols[1].number_input("Top-p (1 = off)", 0.01, 1.0, 1.0, 0.01, key="top_p", bind=URL, disabled=greedy)
+    seed = cols[1].number_input("Seed", value=0, step=1, key="seed", bind=URL, disabled=greedy)
+    top_k = cols[0].number_input("Top-k (0 = off)", value=0, step=1, key="top_k", bind=URL, disabled=greedy)
+    top_p = cols[1].number_input("Top-p (1 = off)", value=1.0, step=0.01, key="top_p", bind=URL, disabled=greedy)
     dtype = sb.segmented_control("Precision", ["float32", "float64"], default="float32", required=True,
                                  key="dtype", bind=URL)
     cache = sb.segmented_control("KV cache", ["dynamic", "static"], default="dynamic", required=True, key="cache",

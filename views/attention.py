@@ -4,6 +4,7 @@ import streamlit as st
 
 from gptviz import plots
 from views import _common as common
+from views import _links
 
 st.title("Attention: one new row, or the whole triangle again?")
 common.intro(
@@ -19,6 +20,7 @@ if trace is None or trace.attention is None:
     st.warning("This run kept no recompute attention maps.")
     st.stop()
 
+given = _links.link_values("layer", "head", "step")
 c1, c2, c3 = st.columns([1, 1, 3])
 layer = c1.selectbox("Layer", range(trace.layers), key="layer", bind=common.URL)
 head = c2.selectbox("Head", range(trace.heads), key="head", bind=common.URL)
@@ -28,6 +30,11 @@ if len(trace.steps) > 1:
 else:  # a 1-token run has only the prefill step: nothing to slide through
     step = 0
     c3.caption("Step 0 is this run's only step (1 new token): generate more to step through.")
+    if given["step"] is not None:
+        del st.query_params["step"]  # no slider holds it: a link copied now must not carry it
+_links.note_page_values(given, {"layer": layer, "head": head, "step": step},
+                        {"layer": f"layers 0–{trace.layers - 1}", "head": f"heads 0–{trace.heads - 1}",
+                         "step": f"steps 0–{len(trace.steps) - 1}" if len(trace.steps) > 1 else "step 0 only"})
 
 comparison = run.comparison
 m1, m2, m3 = st.columns(3)
