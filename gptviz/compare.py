@@ -13,6 +13,7 @@ from gptviz.modes import Mode
 
 TOP_OVERLAP_K = 5  # top-k overlap is measured on this many tokens
 KL_CHUNK = 16  # steps whose KL divergence is computed together
+BUSY_SPREAD = 1.25  # timed passes whose medians exceed their fastest by more than this: the machine was busy
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,8 @@ class Equivalence:
     max_abs_dlogit: float  # largest |Δlogit| over every step and vocabulary entry
     argmax_agreement: float  # fraction of steps whose logits put the same token first
     recompute_seconds: float  # forward passes of the recompute mode, summed
-    speedup: float  # recompute seconds ÷ cached seconds
+    speedup: float  # recompute seconds ÷ cached seconds (each step's fastest timed pass)
+    speedup_range: tuple[float, float]  # the lowest and highest speed-up of the single timed passes
     max_slice_delta: float | None  # largest re-derived past attention row vs stored (None: no attention kept)
     max_attn_row_delta: float | None  # largest cached row vs recompute row (None: no attention kept)
 
@@ -145,6 +147,8 @@ class Summary:
     kv_cache_bytes: int  # keys + values holding real tokens at the end
     kv_cache_allocated: int  # bytes the cache had allocated at the end (static > used)
     recompute: Equivalence | None  # None when the run had no recompute mode
+    timed_passes: int  # how often every mode was decoded and timed (in lockstep)
+    timing_spread: float  # worst mode: Σ per-step median ÷ Σ per-step fastest over the passes (1 = steady)
 
     @classmethod
     def of(cls, run) -> Summary:
@@ -158,10 +162,18 @@ class Summary:
                 max_abs_dlogit=float(a.max_abs_dlogit.max()),
                 argmax_agreement=float(a.argmax_equal.mean()), recompute_seconds=seconds,
                 speedup=seconds / max(cached_seconds, 1e-12),
+                speedup_range=_pass_speedup_range(run.recompute, cached),
                 max_slice_delta=_max(c.slice_delta), max_attn_row_delta=_max(c.attn_row_delta))
         return cls(steps=len(cached.steps), prompt_tokens=cached.prompt_len, dtype=cached.dtype,
                    cached_seconds=cached_seconds, kv_cache_bytes=int(c.kv_bytes[-1]),
-                   kv_cache_allocated=int(c.kv_allocated[-1]), recompute=recompute)
+                   kv_cache_allocated=int(c.kv_allocated[-1]), recompute=recompute,
+                   timed_passes=min(len(s.pass_seconds) for s in cached.steps) if cached.steps else 0,
+                   timing_spread=max(_spread(t) for t in run.traces.values()))
+
+    @property
+    def busy(self) -> bool:
+        """The timed passes disagreed enough that other work on the machine must have slowed some steps."""
+        return self.timing_spread > BUSY_SPREAD
 
     def to_dict(self) -> dict:
         """Flat, as the CLI's JSON report has it: the recompute keys only when it ran, None values left out."""
@@ -169,6 +181,22 @@ class Summary:
         if self.recompute is not None:
             out.update({k: v for k, v in asdict(self.recompute).items() if v is not None})
         return out
+
+
+def _pass_totals(trace) -> np.ndarray:
+    """(passes,) the trace's total forward-pass seconds in each timed pass."""
+    return np.array([s.pass_seconds or [s.seconds] for s in trace.steps]).sum(axis=0)
+
+
+def _pass_speedup_range(recompute, cached) -> tuple[float, float]:
+    ratios = _pass_totals(recompute) / np.maximum(_pass_totals(cached), 1e-12)
+    return float(ratios.min()), float(ratios.max())
+
+
+def _spread(trace) -> float:
+    """Σ per-step median ÷ Σ per-step fastest over the timed passes: how much the machine's load moved them."""
+    times = np.array([s.pass_seconds or [s.seconds] for s in trace.steps])  # (steps, passes)
+    return float(np.median(times, axis=1).sum() / max(times.min(axis=1).sum(), 1e-12))
 
 
 def _first_false(flags: np.ndarray) -> int | None:

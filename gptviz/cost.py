@@ -93,10 +93,10 @@ def trace_bytes(layers: int, heads: int, tokens: int) -> int:
 
 
 def run_memory_bytes(shape: Shape, tokens: int, bytes_per_value: int) -> int:
-    """Peak memory a run holds for attention: two stored fp16 traces plus the working
-    copies in the compute dtype while decoding (three modes, one kept at a time)."""
+    """Peak memory a run holds for attention: two stored fp16 traces plus a working copy per mode in
+    the compute dtype while the three modes decode in lockstep (the later timed passes)."""
     entries = shape.layers * shape.heads * packed.size(tokens)
-    return 2 * entries * 2 + 2 * entries * bytes_per_value
+    return 2 * entries * 2 + 3 * entries * bytes_per_value
 
 
 @dataclass(frozen=True)

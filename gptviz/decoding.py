@@ -17,13 +17,14 @@ from transformers import DynamicCache, StaticCache
 
 from gptviz import compare, cost, packed
 from gptviz.instrument import recording
+from gptviz.lockstep import Lockstep
 from gptviz.modes import Mode
 from gptviz.sampling import Replay, Sampler
 from gptviz.settings import DecodeError, DecodeSettings, Limits, check_prompt, positions
 from gptviz.trace import Step, Trace
 
-__all__ = ["DecodeError", "DecodeSettings", "Limits", "Run", "Tape", "decode_cached", "decode_recompute", "run",
-           "warm_up"]
+__all__ = ["DecodeError", "DecodeSettings", "Limits", "Run", "Tape", "decode_all", "decode_cached", "decode_recompute",
+           "run", "warm_up"]
 
 TOP_LOGITS = 10  # logits kept per step in a trace
 
@@ -144,6 +145,7 @@ class Tape:
             index=step, token_id=int(token), token_text="", input_len=input_len, context_len=len(self.sequence),
             seconds=rec.seconds, layer_seconds=list(rec.layer_seconds), kv_bytes=used, kv_allocated=allocated,
             top_ids=top.indices.tolist(), top_logits=top.values.tolist(), slice_delta=delta,
+            pass_seconds=[rec.seconds],
         ))
         if self._logits is None:  # one buffer: no per-step clones to stack into a second copy later
             self._logits = torch.empty(self.max_steps, logits.shape[-1], dtype=logits.dtype)
@@ -156,6 +158,13 @@ class Tape:
     def logits(self) -> torch.Tensor:
         """(steps so far, vocab) last-position logits in the compute dtype, for comparisons."""
         return self._logits[: len(self.steps)]
+
+    def add_timings(self, again: Tape) -> None:
+        """Fold in another timed pass of the same decode: each step keeps every time and its fastest."""
+        for step, other in zip(self.steps, again.steps, strict=True):
+            step.pass_seconds.append(other.seconds)
+            step.seconds = min(step.pass_seconds)
+            step.layer_seconds = [min(a, b) for a, b in zip(step.layer_seconds, other.layer_seconds, strict=True)]
 
     def compact(self, keep_attention: bool = True) -> None:
         """Drop the working copy of attention: float16 for storage, or nothing."""
@@ -216,23 +225,16 @@ def run(model, tokenizer, prompt: str, settings: DecodeSettings = DecodeSettings
     settings = settings.validate(limits, prompt_len=len(ids), shape=cost.Shape.of(model),
                                  value_bytes=next(model.parameters()).element_size())
     prompt_ids = torch.tensor(ids, dtype=torch.long)
-    n = settings.max_new_tokens
-    cached = decode_cached(model, prompt_ids, Sampler(settings), n, settings.cache, settings.record_attention,
-                           on_step)
-    tapes, attention_delta = {Mode.CACHED: cached}, None
-    chosen, own = cached.sequence[len(ids):].tolist(), {}
-    for mode in map(Mode, settings.modes[1:]):
-        # Both recompute variants record attention the same way, so their timings differ only
-        # by logits_to_keep; only the full recompute's map is kept.
-        replay = Replay(chosen, len(ids), judge=Sampler(settings))  # follows the cache, notes its own choices
-        tape = decode_recompute(model, prompt_ids, replay, n, mode.logits_to_keep, settings.record_attention,
-                                on_step)
-        own[mode] = replay.own
-        if mode == Mode.RECOMPUTE and tape.attention is not None:
-            attention_delta = compare.attention_row_deltas(cached, tape)  # in the compute dtype
+    tapes, own = decode_all(model, prompt_ids, settings, on_step)
+    cached, attention_delta = tapes[Mode.CACHED], None
+    if Mode.RECOMPUTE in tapes and cached.attention is not None:
+        attention_delta = compare.attention_row_deltas(cached, tapes[Mode.RECOMPUTE])  # in the compute dtype
+    for mode, tape in tapes.items():  # only the full recompute's map is kept beside the cache's
         tape.compact(keep_attention=mode != Mode.RECOMPUTE_LAST)
-        tapes[mode] = tape
-    cached.compact()
+    for _ in range(settings.timed_passes - 1):  # the same decode again: only its timings are kept
+        for mode, again in decode_all(model, prompt_ids, settings, on_step)[0].items():
+            tapes[mode].add_timings(again)
+        del again
     table = compare.Comparison.of({m: t.steps for m, t in tapes.items()}, {m: t.logits for m, t in tapes.items()},
                                   attention_delta, own)
     traces = {mode: tape.to_trace(model_name, tokenizer, settings.cache if mode == Mode.CACHED else None)
@@ -241,10 +243,40 @@ def run(model, tokenizer, prompt: str, settings: DecodeSettings = DecodeSettings
     return Run(prompt, settings, model_name, traces, table, text)
 
 
+def decode_all(model, prompt_ids: torch.Tensor, settings: DecodeSettings,
+               on_step: Callable | None = None) -> tuple[dict[Mode, Tape], dict[Mode, list[int]]]:
+    """One timed pass of every mode, a step each in turn (gptviz/lockstep.py), so that other load on the
+    machine hits them alike. The cached decoder chooses; each recompute decoder, a round behind, replays
+    its tokens and notes what it would have chosen itself. Returns the tapes and those own choices."""
+    n, chosen, replays = settings.max_new_tokens, [], {}
+
+    def start(mode: Mode):
+        def decode(step_done):
+            def stepped(m, step: int, token_id: int) -> None:
+                if m == Mode.CACHED:
+                    chosen.append(token_id)  # what the recompute decoders replay
+                if on_step is not None:
+                    on_step(m, step, token_id)
+                step_done()  # hand over to the next mode
+
+            if mode == Mode.CACHED:
+                return decode_cached(model, prompt_ids, Sampler(settings), n, settings.cache,
+                                     settings.record_attention, stepped)
+            # Both recompute variants record attention the same way: their timings differ only by logits_to_keep.
+            replays[mode] = Replay(chosen, len(prompt_ids), judge=Sampler(settings))
+            return decode_recompute(model, prompt_ids, replays[mode], n, mode.logits_to_keep,
+                                    settings.record_attention, stepped)
+        return decode
+
+    modes = [Mode(m) for m in settings.modes]
+    tapes = Lockstep().run({m: (0 if m == Mode.CACHED else 1, start(m)) for m in modes})
+    return {m: tapes[m] for m in modes}, {m: r.own for m, r in replays.items()}
+
+
 def warm_up(model, tokenizer, text: str = "Warm up.") -> float:
     """Decode a few tokens every way, untimed, so a process's first real run pays no one-time costs
     (allocator growth, lazy kernel setup) in its cached mode, which runs first. Returns seconds spent."""
     started = time.perf_counter()
     for kind in ("dynamic", "static"):
-        run(model, tokenizer, text, DecodeSettings(max_new_tokens=2, cache=kind))
+        run(model, tokenizer, text, DecodeSettings(max_new_tokens=2, cache=kind, timed_passes=1))
     return time.perf_counter() - started

@@ -343,13 +343,18 @@ def kv_what_if(shapes: dict[str, cost.Shape], tokens: int, dtype: str = "float32
 # ---- Timing ---------------------------------------------------------------------------------------
 
 def step_times(run, floor_seconds: float | None = None) -> go.Figure:
-    """Wall time of every step per mode vs tokens in context; the prefill pass drawn as a diamond."""
+    """Wall time of every step per mode vs tokens in context; the prefill pass drawn as a diamond.
+
+    The line is each step's fastest timed pass; a bar above it reaches its slowest (the spread)."""
     c = run.comparison
     fig = go.Figure()
     for mode, seconds in c.seconds.items():
         color = mode.color
+        slowest = np.array([max(s.pass_seconds or [s.seconds]) for s in run.traces[mode].steps])  # (steps,)
+        spread = {"type": "data", "symmetric": False, "array": (slowest - seconds)[c.decoding], "arrayminus": None,
+                  "color": color, "thickness": 1, "width": 0}
         fig.add_trace(go.Scatter(x=c.context_len[c.decoding], y=seconds[c.decoding], mode="lines+markers",
-                                 name=mode.label, line={"color": color}, legendgroup=mode))
+                                 name=mode.label, line={"color": color}, legendgroup=mode, error_y=spread))
         fig.add_trace(go.Scatter(x=c.context_len[:1], y=seconds[:1], mode="markers",
                                  name=f"{mode.label}: prefill (step 0)", legendgroup=mode, showlegend=False,
                                  marker={"symbol": "diamond", "size": 12, "color": color}))

@@ -19,6 +19,8 @@ from gptviz import cost
 from gptviz.modes import MODES, Mode
 
 NEW_TOKENS = 24  # default tokens to generate
+TIMED_PASSES = 3  # timed passes of every mode per run: a step's minimum over them is robust to a busy machine
+MAX_TIMED_PASSES = 10
 APP_MAX_NEW_TOKENS = 512  # the app's cap per run on a private server (hosted servers set their own)
 MEMORY_BUDGET = 512 * 2**20  # default bytes of attention one run may hold (see cost.run_memory_bytes)
 SAMPLINGS = ("greedy", "sample")
@@ -75,6 +77,7 @@ class DecodeSettings:
     top_p: float = 1.0  # sampling only: keep the smallest set with probability >= p (1 = off)
     seed: int = 0  # seeds the one sampler that chooses tokens for every mode
     cache: Literal["dynamic", "static"] = "dynamic"  # growing DynamicCache or preallocated StaticCache
+    timed_passes: int = TIMED_PASSES  # every mode decodes this often in lockstep; each step keeps its fastest time
     modes: tuple[Mode, ...] = MODES  # which decoders to run; cached first (it chooses the tokens)
     record_attention: bool = True  # keep attention maps (the memory-heavy part of a trace)
 
@@ -130,6 +133,9 @@ def _real(value) -> bool:
 def _check_choices(s: DecodeSettings) -> None:
     if not _whole(s.max_new_tokens, 1):
         raise DecodeError(f"max new tokens must be a whole number ≥ 1, got {s.max_new_tokens!r}.")
+    if not _whole(s.timed_passes, 1, MAX_TIMED_PASSES + 1):
+        raise DecodeError(f"timed passes must be a whole number from 1 to {MAX_TIMED_PASSES}, "
+                          f"got {s.timed_passes!r}.")
     if s.sampling not in SAMPLINGS:
         raise DecodeError(f"sampling must be 'greedy' or 'sample', got {s.sampling!r}.")
     if s.sampling == "sample":  # greedy ignores these three knobs (normalized() resets them)

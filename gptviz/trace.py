@@ -31,7 +31,7 @@ class Step:
     token_text: str  # that token decoded on its own
     input_len: int  # tokens fed into the model this step (cached: prompt, then 1)
     context_len: int  # tokens attended over (prompt + tokens generated before this step)
-    seconds: float  # wall time of the forward pass
+    seconds: float  # wall time of the forward pass: the fastest of the timed passes
     layer_seconds: list[float]  # wall time inside each transformer block
     kv_bytes: list[int]  # per layer: bytes of keys+values holding real tokens after this step
     kv_allocated: list[int]  # per layer: bytes allocated for keys+values (static > used)
@@ -39,6 +39,7 @@ class Step:
     top_logits: list[float]  # their logits
     slice_delta: float | None = None  # recompute: max |Δ| of re-computed past attention rows vs stored
     top_texts: list[str] = field(default_factory=list)  # top_ids decoded one by one (no model needed to show them)
+    pass_seconds: list[float] = field(default_factory=list)  # wall time of this step in each timed pass, in order
 
 
 @dataclass
@@ -98,7 +99,7 @@ class Trace:
     def nbytes(self) -> int:
         """Bytes this trace holds in memory (attention dominates)."""
         per_step = sum(8 * (len(s.layer_seconds) + len(s.kv_bytes) + len(s.kv_allocated)
-                            + len(s.top_ids) + len(s.top_logits)) + 120 for s in self.steps)
+                            + len(s.top_ids) + len(s.top_logits) + len(s.pass_seconds)) + 120 for s in self.steps)
         attention = 0 if self.attention is None else self.attention.numel() * self.attention.element_size()
         return attention + per_step
 

@@ -221,3 +221,16 @@ def test_the_overview_says_no_when_the_recompute_pass_would_choose_other_tokens(
     first = shown(at).run.summary().recompute.first_disagreement
     assert first is not None and metrics(at)["Same tokens both ways?"] == f"no, from step {first}"
     assert f"From step {first} on" in at.warning[0].value
+
+
+def test_the_timing_page_says_when_the_machine_was_busy_with_the_number():
+    at = start()
+    at.switch_page("views/timing.py").run()
+    busy = [w.value for w in at.warning if "machine was busy" in w.value]
+    assert bool(busy) == shown(at).run.summary().busy
+    for step in shown(at).run.cached.steps:  # as if a burst of other work had slowed two of the three passes
+        step.pass_seconds = [step.seconds, 3 * step.seconds, 3 * step.seconds]
+    at.run()
+    summary = shown(at).run.summary()
+    assert summary.busy and summary.timing_spread == pytest.approx(3.0)
+    assert any("the steps' median times were 200% above their fastest" in w.value for w in at.warning)

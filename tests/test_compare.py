@@ -41,7 +41,7 @@ def test_summary_of_a_cached_only_run_has_no_equivalence():
     summary = make_run(modes=("cached",)).summary()
     assert summary.recompute is None and summary.steps == STEPS
     assert set(summary.to_dict()) == {"steps", "prompt_tokens", "dtype", "cached_seconds", "kv_cache_bytes",
-                                      "kv_cache_allocated"}
+                                      "kv_cache_allocated", "timed_passes", "timing_spread"}
 
 
 def test_summary_headline_follows_the_comparison():
@@ -75,3 +75,20 @@ def test_largest_drift_reads_each_side_of_the_mask():
 
     frame = pd.DataFrame({"causal": [True, True, False, False], "drift": [1e-7, 0.0, 0.3, 0.7]})
     assert largest_drift(frame, True) == 1e-7 and largest_drift(frame, False) == 0.7
+
+
+def test_the_summary_shows_how_much_the_timed_passes_disagreed():
+    run = make_run()
+    for trace in run.traces.values():
+        for step in trace.steps:
+            step.pass_seconds = [step.seconds, step.seconds * 1.02, step.seconds * 5]  # one pass hit by a burst
+    steady = run.summary()
+    assert steady.timed_passes == 3 and steady.timing_spread == pytest.approx(1.02)  # the median ignores the burst
+    for step in run.cached.steps:
+        step.pass_seconds = [step.seconds, step.seconds * 2, step.seconds * 2]  # busy for most of the run
+    for step in run.recompute.steps:
+        step.pass_seconds = [step.seconds] * 3
+    busy = run.summary()
+    assert busy.timing_spread == pytest.approx(2.0)
+    low, high = busy.recompute.speedup_range  # per pass: cached took 1x, 2x, 2x as long
+    assert low == pytest.approx(busy.recompute.speedup / 2) and high == pytest.approx(busy.recompute.speedup)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gptviz import DecodeError, DecodeSettings, Limits, Mode, cost, run
-from gptviz.compare import hidden_state_drift
+from gptviz.compare import Agreement, hidden_state_drift
 from gptviz.decoding import decode_cached, decode_recompute
 from gptviz.models import random_model
 from gptviz.sampling import Replay, Sampler
@@ -72,6 +72,31 @@ def test_same_tokens_says_no_when_the_recompute_logits_would_choose_otherwise(mo
         own = result.traces[Mode.RECOMPUTE]
         expected = [s.top_ids[0] != c.token_id for s, c in zip(own.steps, cached.steps, strict=True)]
         assert (~agreement.same_choice).tolist() == expected
+
+
+@pytest.mark.parametrize("settings", [
+    DecodeSettings(max_new_tokens=9),
+    DecodeSettings(max_new_tokens=9, sampling="sample", temperature=1.3, top_k=20, seed=7),
+    DecodeSettings(max_new_tokens=9, cache="static"),
+], ids=["greedy", "sampled", "static"])
+def test_lockstep_repeated_timing_records_exactly_what_one_pass_alone_records(model, tokenizer, settings):
+    result = run(model, tokenizer, PROMPT, settings)  # 3 timed passes in lockstep
+    ids = torch.tensor(tokenizer(PROMPT)["input_ids"])
+    n = settings.max_new_tokens
+    single = {Mode.CACHED: decode_cached(model, ids, Sampler(settings), n, settings.cache)}  # one pass, mode by mode
+    tokens = single[Mode.CACHED].sequence[len(ids):].tolist()
+    for mode in (Mode.RECOMPUTE, Mode.RECOMPUTE_LAST):
+        single[mode] = decode_recompute(model, ids, Replay(tokens, len(ids)), n, mode.logits_to_keep)
+    for mode, tape in single.items():
+        trace = result.traces[mode]
+        assert trace.token_ids == [s.token_id for s in tape.steps] == tokens
+        assert [(s.top_ids, s.top_logits) for s in trace.steps] == [(s.top_ids, s.top_logits) for s in tape.steps]
+        if mode != Mode.RECOMPUTE_LAST:
+            assert torch.equal(trace.attention, tape.attention.to(torch.float16))
+        assert all(len(s.pass_seconds) == 3 and s.seconds == min(s.pass_seconds) for s in trace.steps)
+    for mode in (Mode.RECOMPUTE, Mode.RECOMPUTE_LAST):  # whole logit vectors, through the comparison
+        alone, locked = Agreement.of(single[Mode.CACHED].logits, single[mode].logits), result.comparison.agreement[mode]
+        assert np.array_equal(alone.max_abs_dlogit, locked.max_abs_dlogit) and np.array_equal(alone.kl, locked.kl)
 
 
 def test_float64_shrinks_the_gap(model64, tokenizer):

@@ -140,14 +140,16 @@ class Progress:
 def _decode(lm: gptviz.LoadedModel, settings: AppSettings, job: serve.Job) -> Result:
     """The decode itself, on a worker thread of ``server()``: no Streamlit calls here."""
     decode, limits = settings.decode_settings(), policy().limits
-    total, done, produced = settings.max_new_tokens * len(decode.modes), 0, []
+    per_pass = settings.max_new_tokens * len(decode.modes)
+    total, done, produced = per_pass * decode.timed_passes, 0, []
 
     def on_step(mode: str, step: int, token_id: int) -> None:
         nonlocal done
-        done += 1
-        if mode == "cached":
+        if mode == "cached" and done < per_pass:
             produced.append(lm.tokenizer.decode([token_id]))
-        job.report(Progress(done, total, f"{gptviz.Mode(mode).label}: step {step + 1} of {settings.max_new_tokens}",
+        done += 1
+        job.report(Progress(done, total, f"timed pass {(done - 1) // per_pass + 1} of {decode.timed_passes} · "
+                                         f"{gptviz.Mode(mode).label}: step {step + 1} of {settings.max_new_tokens}",
                             settings.prompt + "".join(produced)))
 
     started = time.perf_counter()

@@ -21,9 +21,11 @@ cols = st.columns(4)
 cols[0].metric("Cached, total", f"{summary.cached_seconds * 1000:.0f} ms")
 if recompute is not None:
     cols[1].metric("Recompute, total", f"{recompute.recompute_seconds * 1000:.0f} ms")
+    low, high = recompute.speedup_range
     cols[2].metric("Speed-up", display.speedup(recompute.speedup),
                    help=display.no_gain_reason(lm.info["parameters"], summary.prompt_tokens + summary.steps)
-                   if recompute.speedup <= 1 else None)
+                   if recompute.speedup <= 1 else f"From each step's fastest of {summary.timed_passes} timed passes; "
+                   f"the passes one by one gave {low:.2f}× to {high:.2f}×.")
 weights = cost.weight_bytes(lm.model)
 bandwidth = common.memory_bandwidth()
 floor = cost.step_floor_seconds(weights, bandwidth)
@@ -33,8 +35,13 @@ cols[3].metric("Bandwidth floor per cached step", f"{floor * 1000:.2f} ms",
 
 common.chart(plots.step_times(run, floor_seconds=floor), "step_times", "the cached steps stay flat as the text "
              "grows, the recompute steps climb; on a small model both sit near the fixed cost of a call.")
-st.caption("Wall-clock times on this computer: anything else running on it shows up as spikes. Run again to "
-           "see which features are stable.")
+st.caption(f"Wall-clock times on this computer. Every mode decoded the text {summary.timed_passes} times, the modes "
+           "taking turns step by step, so that anything else running hits them alike; each point is a step's "
+           "fastest pass and its bar reaches the slowest.")
+if summary.busy:
+    st.warning(f"The machine was busy during this run: the steps' median times were {summary.timing_spread - 1:.0%} "
+               "above their fastest. The speed-up uses each step's fastest pass; press **Run** for a fresh "
+               "measurement when the computer is quieter.", icon=":material/speed:")
 if run.comparison.decoding.sum() >= 3:
     fits = anatomy.growth_fit(run.comparison)
     common.chart(plots.cumulative_times(run), "cumulative_times", "the cached total is a straight line; the "
