@@ -33,9 +33,15 @@ except HostingConfigError as exc:
     st.stop()
 _links.check_link(policy)  # a link's refused or clamped values: fixed before the sidebar reads it, said once
 
-settings = common.sidebar()
+# Run and the presenter switch first, right under the page list: reachable without scrolling on a 720 px projector.
 clicked = st.sidebar.button("Run", type="primary", key="run", width="stretch", icon=":material/play_arrow:")
-st.sidebar.caption("The address bar always holds a link to these exact settings: share it.")
+common.presenter_toggle(st.sidebar)
+common.page_style()
+settings = common.sidebar()
+st.sidebar.caption("The address bar always holds a link to these exact settings (presenter mode too): share it.")
+common.small_screen_hint()
+if clicked:
+    common.close_sidebar_on_small_screens()
 common.run_if_needed(settings, clicked)
 common.show_notice()
 page.run()

@@ -82,12 +82,16 @@ def styled(fig: go.Figure, style: Style) -> go.Figure:
     toolbar, which sits top right), and legends in a row below the plot. Safe to apply again."""
     title = style.wrap((fig.layout.title.text or "").replace("<br>", " "))
     lines = title.count("<br>") + 1
-    top = 16 + round(lines * style.title * 1.3)
+    # Subplot titles sit just above the top row, inside the top margin: leave room for them under the title.
+    above = max((a.text.count("<br>") + 1 for a in fig.layout.annotations
+                 if a.yref == "paper" and a.yanchor == "bottom" and a.y is not None and a.y >= 0.99), default=0)
+    top = 16 + round(lines * style.title * 1.3) + round(above * style.font * 1.3)
     fig.update_layout(
         font={"size": style.font},
         title={"text": title, "x": 0, "xref": "container", "xanchor": "left", "y": 1, "yref": "container",
                "yanchor": "top", "pad": {"l": 8, "t": 10}, "font": {"size": style.title}},
-        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.12, "yanchor": "top",
+        # Anchored to the figure's bottom edge (not the plot's): plotly then makes room below the axis title.
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 0, "yanchor": "bottom", "yref": "container",
                 "font": {"size": style.font}},
         margin={"t": top + 16, "b": 40, "l": 60, "r": 20, "autoexpand": True})
     fig.update_xaxes(tickfont_size=style.ticks, title_font_size=style.font, automargin=True)
@@ -233,7 +237,7 @@ def attention_growth(run, layer: int, head: int, start: int = 0) -> go.Figure:
                       "pad": {"t": 150}, "buttons": [
             {"label": "▶ Play", "method": "animate",
              "args": [None, {"frame": {"duration": 400, "redraw": True}, "fromcurrent": True}]},
-            {"label": "⏸ Pause", "method": "animate",
+            {"label": "Pause", "method": "animate",
              "args": [[None], {"mode": "immediate", "frame": {"duration": 0, "redraw": False}}]}]}],
         sliders=[{"active": first, "x": 0, "y": 0, "yanchor": "top", "len": 1, "pad": {"t": 70},
                   "currentvalue": {"prefix": "step "}, "steps": [
@@ -362,7 +366,7 @@ def step_times(run, floor_seconds: float | None = None) -> go.Figure:
     if floor_seconds is not None:
         fig.add_hline(y=floor_seconds, line_dash="dash", line_color="#A3A3A3",
                       annotation_text="memory-bandwidth floor: read every weight once",
-                      annotation_position="bottom right")
+                      annotation_position="top right")
     return _layout(fig, "Seconds per step (◆ = the prefill pass over the prompt)", xaxis_title="tokens in context",
                    yaxis_title="seconds")
 
@@ -456,4 +460,5 @@ def lens_top_tokens(frame: pd.DataFrame) -> go.Figure:
                                zmax=float(z.to_numpy().max()), colorbar=_colorbar("probability"),
                                hovertemplate="%{y}, %{x}: '%{text}' p=%{z:.3f}<extra></extra>"))
     fig.update_layout(height=80 + 45 * len(z))
-    return _layout(fig, "The last position read out after every layer (logit lens)", yaxis={"autorange": "reversed"})
+    return _layout(fig, "The last position read out after every layer (logit lens)", yaxis={"autorange": "reversed"},
+                   xaxis={"type": "category", "title": "rank"})  # else plotly reads '#2' as the number 2

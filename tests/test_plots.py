@@ -318,7 +318,8 @@ def test_time_axes_start_at_zero(run, make):
 def test_styled_wraps_the_title_left_and_restyles_on_request(run):
     fig = plots.logit_delta(run)
     assert "<br>" in fig.layout.title.text and fig.layout.title.x == 0 and fig.layout.title.xanchor == "left"
-    assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0  # legends below the plot
+    legend = fig.layout.legend  # in a row at the bottom of the figure, below the axis title
+    assert legend.orientation == "h" and legend.yref == "container" and legend.y == 0
     plots.styled(fig, display.PRESENTER)
     assert fig.layout.font.size == display.PRESENTER.font and fig.layout.xaxis.tickfont.size == display.PRESENTER.ticks
     assert fig.layout.title.text.count("<br>") == 0  # the wider presenter title fits on one line

@@ -274,7 +274,11 @@ def loaded(result: Result) -> gptviz.LoadedModel:
 
 
 def intro(text: str) -> None:
-    st.markdown(text)
+    """A page's opening paragraph; in presenter mode folded away (the teacher says it), leaving room for the charts."""
+    if style().intro_open:
+        st.markdown(text)
+    else:
+        st.expander("What this page shows").markdown(text)
 
 
 @st.cache_data(show_spinner="Running the model with and without the causal mask…", max_entries=16)
@@ -295,9 +299,61 @@ def memory_bandwidth() -> cost.Bandwidth:
     return cost.measure_bandwidth()
 
 
+PRESENT_HELP = ("For a projector: larger text and token labels, the Attention panes side by side, no chart "
+                "toolbar, page introductions folded away. Kept in the share link (?present=true).")
+
+
+def presenter_toggle(where) -> bool:
+    return where.toggle("Presenter mode", key="present", bind=URL, help=PRESENT_HELP)
+
+
 def style() -> display.Style:
-    """How this session's charts are sized."""
-    return display.NORMAL
+    """How this session's pages and charts are sized: presenter mode (a sidebar toggle kept in the link) or not."""
+    return display.style(bool(st.session_state.get("present", False)))
+
+
+# Narrow screens (Streamlit's own breakpoint for the overlay sidebar): plotly's toolbar would sit on
+# the chart titles (and a phone has no hover to use it), and the settings hide behind », so say so.
+SMALL_SCREEN_CSS = """
+.st-key-small_screen_hint { display: none; }
+@media (max-width: 768px) {
+  .st-key-small_screen_hint { display: block; }
+  .modebar-container { display: none !important; }
+}
+"""
+
+
+def page_style() -> None:
+    """The page's CSS: small-screen rules always, presenter font sizes (from display.Style) when presenting."""
+    s, css = style(), SMALL_SCREEN_CSS
+    if s.name == "presenter":
+        px = s.page_font
+        css += f"""
+.stMain .stMarkdown p, .stMain .stMarkdown li, .stMain [data-testid="stWidgetLabel"] p,
+.stMain summary p {{ font-size: {px}px; }}
+.stMain [data-testid="stCaptionContainer"], .stMain [data-testid="stCaptionContainer"] p {{ font-size: {px - 2}px; }}
+.stMain [data-testid="stMetricValue"] {{ font-size: {2 * px}px; }}
+.stMain h1 {{ font-size: {round(1.8 * px)}px; }}
+.stMain h2, .stMain h3 {{ font-size: {round(1.35 * px)}px; }}
+"""
+    st.html(f"<style>{css}</style>")  # style only: Streamlit puts it where it takes no space
+
+
+def small_screen_hint() -> None:
+    """Shown on phones only (CSS above): the settings and Run live behind the » at the top left."""
+    st.container(key="small_screen_hint").caption(
+        ":material/tune: Settings and **Run** are behind **»** at the top left.")
+
+
+def close_sidebar_on_small_screens() -> None:
+    """After Run on a phone, fold the sidebar away so the progress and results show.
+
+    Streamlit has no API to collapse the sidebar of a running app (set_page_config's
+    initial_sidebar_state applies to a first load only), so a one-line script clicks its « button.
+    """
+    st.html("<script>if (window.innerWidth <= 768) { const b = window.parent.document.querySelector("
+            "'[data-testid=\"stSidebarCollapseButton\"] button'); if (b) b.click(); }</script>",
+            unsafe_allow_javascript=True)
 
 
 def chart(fig, key: str, look_for: str) -> None:

@@ -45,8 +45,11 @@ m3.metric("Re-computed rows vs stored: max |Δ|", "—" if slice_delta != slice_
           help="The slice proof: the recompute pass derived the old rows again and they match what was stored "
                "at earlier steps (all layers and heads).")
 st.caption(f"New row(s), cache vs recompute, max |Δ| over all layers and heads: {comparison.attn_row_delta[step]:.1e}")
-common.chart(plots.attention_panes(run, layer, head, step), "attention_panes", "the cache's one row is the same as "
-             "the recompute map's red row; every row above that was already known and comes out the same again.")
+style = common.style()  # a projector shows the panes side by side; a phone stacks them
+panes = plots.attention_panes(run, layer, head, step, side_by_side=style.panes_side_by_side,
+                              height=style.pane_height or None)
+common.chart(panes, "attention_panes", "the cache's one row is the same as the recompute map's red row; every row "
+             "above that was already known and comes out the same again.")
 
 st.subheader(f"All heads of layer {layer}")
 which = st.segmented_control("Map", ["recompute", "cached"], default="recompute", required=True, key="grid_mode",
