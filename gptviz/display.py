@@ -45,7 +45,7 @@ def in_unit(n_bytes: float, unit: tuple[str, int]) -> str:
 
 # ---- speed-up -------------------------------------------------------------------------------------
 
-NO_GAIN = "no measurable gain"
+NO_GAIN = "no gain"  # short enough for a metric; the page says why (no_gain_reason)
 
 
 def speedup(ratio: float) -> str:

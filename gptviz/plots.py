@@ -81,19 +81,21 @@ def styled(fig: go.Figure, style: Style) -> go.Figure:
     """Fit a figure to an audience: font sizes, a left-aligned title wrapped to fit (never under the
     toolbar, which sits top right), and legends in a row below the plot. Safe to apply again."""
     title = style.wrap((fig.layout.title.text or "").replace("<br>", " "))
-    lines = title.count("<br>") + 1
+    lines, line = title.count("<br>") + 1, style.title * 1.3
     # Subplot titles sit just above the top row, inside the top margin: leave room for them under the title.
     above = max((a.text.count("<br>") + 1 for a in fig.layout.annotations
                  if a.yref == "paper" and a.yanchor == "bottom" and a.y is not None and a.y >= 0.99), default=0)
-    top = 16 + round(lines * style.title * 1.3) + round(above * style.font * 1.3)
+    # Anchored to the plot's top edge: plotly draws a multi-line title's first line there and the rest below
+    # it, so the padding lifts it by its extra lines (anchored to the figure's top, the first line is clipped).
+    pad = round(8 + (lines - 1) * line + above * style.font * 1.3)
     fig.update_layout(
         font={"size": style.font},
-        title={"text": title, "x": 0, "xref": "container", "xanchor": "left", "y": 1, "yref": "container",
-               "yanchor": "top", "pad": {"l": 8, "t": 10}, "font": {"size": style.title}},
+        title={"text": title, "x": 0, "xref": "container", "xanchor": "left", "y": 1, "yref": "paper",
+               "yanchor": "bottom", "pad": {"l": 8, "b": pad}, "font": {"size": style.title}},
         # Anchored to the figure's bottom edge (not the plot's): plotly then makes room below the axis title.
         legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 0, "yanchor": "bottom", "yref": "container",
                 "font": {"size": style.font}},
-        margin={"t": top + 16, "b": 40, "l": 60, "r": 20, "autoexpand": True})
+        margin={"t": round(pad + line + 16), "b": 40, "l": 60, "r": 20, "autoexpand": True})
     fig.update_xaxes(tickfont_size=style.ticks, title_font_size=style.font, automargin=True)
     fig.update_yaxes(tickfont_size=style.ticks, title_font_size=style.font, automargin=True)
     fig.update_annotations(font_size=style.font)  # subplot titles and line labels

@@ -154,30 +154,137 @@ def assert_no_exception(driver, page: str) -> None:
     assert not boxes, f"{page}: Streamlit exception box: {boxes[0].text[:500]}"
 
 
-def test_every_page_renders_its_figures(server, browser):
+# Layouts a class meets: a teacher's projector in presenter mode, a student's phone, a laptop.
+LAYOUTS = {"presenter": (1280, 720, "?present=true"), "phone": (390, 844, ""), "laptop": (1440, 900, "")}
+
+LAYOUT_JS = """
+const vw = window.innerWidth, problems = [];
+// Nothing reaches past the screen's edges unless a scrolling box (a table) clips it.
+const clipped = e => {
+  for (let a = e.parentElement; a && a !== document.body; a = a.parentElement) {
+    if (getComputedStyle(a).overflowX !== 'visible') {
+      const r = a.getBoundingClientRect();
+      return r.left >= -1 && r.right <= vw + 1;
+    }
+  }
+  return false;
+};
+if (document.documentElement.scrollWidth > vw + 1) problems.push('page scrolls sideways: ' +
+    document.documentElement.scrollWidth + ' px wide');
+for (const e of document.querySelectorAll('[data-testid="stMain"] *')) {
+  const r = e.getBoundingClientRect();
+  if (r.width && r.height && (r.right > vw + 1 || r.left < -1) && !clipped(e))
+    problems.push('wider than the screen: ' + e.tagName + ' ' + (e.getAttribute('data-testid') || '') + ' ' +
+                  Math.round(r.left) + '..' + Math.round(r.right));
+}
+// Every chart has a title, inside the chart and the screen, and not under plotly's toolbar.
+for (const p of document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot')) {
+  const t = p.querySelector('.gtitle'), c = p.getBoundingClientRect();
+  if (!t || !t.textContent.trim()) { problems.push('a chart without a title'); continue; }
+  const r = t.getBoundingClientRect(), name = t.textContent.slice(0, 60);
+  if (r.left < c.left - 1 || r.right > c.right + 1 || r.top < c.top - 1 || r.right > vw + 1)
+    problems.push('title cut off: ' + name);
+  const bar = p.querySelector('.modebar-container'), m = p.querySelector('.modebar');
+  if (bar && m && getComputedStyle(bar).display !== 'none') {
+    const b = m.getBoundingClientRect();
+    if (b.width && !(r.right < b.left || r.left > b.right || r.bottom < b.top || r.top > b.bottom))
+      problems.push('title under the toolbar: ' + name);
+  }
+}
+return problems.slice(0, 8);
+"""
+
+PANES_JS = """
+const p = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
+p.scrollIntoView({block: 'end'});
+const at = s => p.querySelector('.draglayer .' + s + ' .nsewdrag').getBoundingClientRect();
+const a = at('xy'), b = at('x2y2');
+return {panes: [[a.left, a.top, a.right, a.bottom], [b.left, b.top, b.right, b.bottom]],
+        width: window.innerWidth, height: window.innerHeight};
+"""
+
+RUN_BUTTON_JS = """
+const b = [...document.querySelectorAll('[data-testid="stSidebar"] button')]
+  .find(b => b.innerText.trim().endsWith('Run'));
+const r = b.getBoundingClientRect();
+return [r.top, r.bottom, window.innerHeight];
+"""
+
+
+def set_screen(driver, width: int, height: int) -> None:
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
+
+
+def page_links(driver) -> dict[str, str]:
+    """Page name -> its address, read off the sidebar's links."""
+    links = driver.execute_script(
+        "return [...document.querySelectorAll('[data-testid=\"stSidebarNavLink\"]')]"
+        ".map(a => [a.innerText.trim().split('\\n').pop(), a.href])")
+    return dict(links)
+
+
+def wait_rendered(driver, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and rendered_charts(driver) < chart_boxes(driver):
+        time.sleep(0.3)
+
+
+def sidebar_open(driver) -> bool:
+    return driver.execute_script(
+        "const s = document.querySelector('[data-testid=\"stSidebar\"]');"
+        "return !!s && s.getBoundingClientRect().right > 10")
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_every_page_fits_the_screen(server, browser, layout):
+    """Every page, opened by its own link (a shared result: no second decode): no error, nothing wider than
+    the screen, every chart drawn with its title in view; presenter mode shows both Attention panes at once."""
+    width, height, query = LAYOUTS[layout]
     SHOTS.mkdir(parents=True, exist_ok=True)
-    browser.get(server)  # a first visit decodes the default prompt with the bundled model
-    wait_for(browser, '[data-testid="stSidebarNavLink"]', 60)
-    wait_for(browser, '[data-testid="stMetric"]', 180)
-    wait_idle(browser)
-    names = nav_names(browser)
-    assert len(names) >= 7, names
-    for i, name in enumerate(names):
-        open_page(browser, name)
+    set_screen(browser, width, height)
+    try:
+        browser.get(server + "/" + query)  # a first visit decodes the default prompt with the bundled model
+        wait_for(browser, '[data-testid="stMetric"]', 180)
         wait_idle(browser)
-        deadline = time.time() + 60
-        while time.time() < deadline and (not chart_boxes(browser) or rendered_charts(browser) < chart_boxes(browser)):
-            time.sleep(0.3)
-            if name == "Overview":  # the headline page is numbers and text, no figure
-                break
-        slug = name.splitlines()[-1].lower().replace(" ", "-")
-        browser.save_screenshot(str(SHOTS / f"{i:02d}-{slug}.png"))
-        assert_no_exception(browser, name)
-        if name == "Overview":
-            assert len(css(browser, '[data-testid="stMetric"]')) >= 4, "Overview: headline numbers missing"
-            continue
-        assert chart_boxes(browser) >= 1, f"{name}: no figure on the page"
-        assert rendered_charts(browser) == chart_boxes(browser), f"{name}: a figure did not render"
+        links = page_links(browser)
+        assert len(links) >= 7, links
+        if layout != "phone":  # Run reachable without scrolling (on a phone it is behind », see below)
+            top, bottom, screen = browser.execute_script(RUN_BUTTON_JS)
+            assert 0 <= top and bottom <= screen, f"{layout}: Run is below the fold ({top:.0f}..{bottom:.0f} px)"
+        for i, (name, url) in enumerate(links.items()):
+            browser.get(url + query)
+            wait_for(browser, '[data-testid="stSidebarNavLink"]', 60)
+            wait_idle(browser)
+            wait_rendered(browser)
+            slug = name.lower().replace(" ", "-")
+            browser.save_screenshot(str(SHOTS / f"{layout}-{i:02d}-{slug}.png"))
+            assert_no_exception(browser, name)
+            errors = css(browser, '[data-testid="stAlertContentError"]')
+            assert not errors, f"{layout} {name}: {errors[0].text[:300]}"
+            assert chart_boxes(browser) >= 1 or name in ("Overview",), f"{name}: no figure on the page"
+            assert rendered_charts(browser) == chart_boxes(browser), f"{layout} {name}: a figure did not render"
+            problems = browser.execute_script(LAYOUT_JS)
+            assert not problems, f"{layout} {name}: {problems}"
+            if name == "Attention" and layout == "presenter":
+                seen = browser.execute_script(PANES_JS)
+                time.sleep(0.3)
+                browser.save_screenshot(str(SHOTS / f"{layout}-{i:02d}-{slug}-panes.png"))
+                (l1, t1, r1, b1), (l2, t2, r2, b2) = seen["panes"]
+                assert r1 <= l2 and abs(t1 - t2) < 2, f"presenter Attention panes not side by side: {seen}"
+                assert min(l1, t1, t2) >= 0 and r2 <= seen["width"] and max(b1, b2) <= seen["height"], seen
+        if layout == "phone":  # settings are behind »; Run folds the sidebar away to show the progress
+            assert browser.execute_script("return document.querySelector('.st-key-small_screen_hint')"
+                                          ".getBoundingClientRect().height > 0"), "no hint about »"
+            css(browser, '[data-testid="stExpandSidebarButton"]')[0].click()
+            time.sleep(1)
+            assert sidebar_open(browser)
+            [b for b in css(browser, '[data-testid="stSidebar"] button') if b.text.strip().endswith("Run")][0].click()
+            time.sleep(3)
+            assert not sidebar_open(browser), "the sidebar still covers the page after Run"
+            wait_idle(browser)
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def test_bad_input_shows_a_message_and_keeps_results(server, browser):
