@@ -293,6 +293,9 @@ def test_bad_input_shows_a_message_and_keeps_results(server, browser):
     browser.get(server)
     wait_for(browser, '[data-testid="stMetric"]', 180)
     wait_idle(browser)
+    if not sidebar_open(browser):  # the browser remembers a sidebar folded on a phone-sized screen
+        css(browser, '[data-testid="stExpandSidebarButton"]')[0].click()
+        time.sleep(1)
     open_page(browser, nav_names(browser)[1])  # a page with a figure
     wait_idle(browser)
     wait_for(browser, '[data-testid="stPlotlyChart"] .main-svg', 60)
