@@ -1,0 +1,74 @@
+"""``python -m gptviz lab --prompt TEXT [--json]``: the Cache lab's figures on the command line.
+
+Validated by ``gptviz.lab.check`` (the page's messages); a bad setting prints one line and exits 2,
+like every gptviz command (gptviz/cli.py parses, dispatches and prints the error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+import transformers
+
+from gptviz import lab
+from gptviz.cli import UsageError, _non_negative_int, _plain, _positive_int
+from gptviz.lab import BACKENDS, LabSettings
+from gptviz.models import load
+from gptviz.registry import BUNDLED
+from gptviz.settings import DTYPES, NEW_TOKENS
+
+
+def add_parser(commands) -> None:
+    """``python -m gptviz lab``: the Cache lab's figures (validated by gptviz.lab.check, messages as on the page)."""
+    p = commands.add_parser("lab", help="what quantized, windowed, sink, shared-prefix, paged and GQA caches cost")
+    p.add_argument("--model", default=BUNDLED, help="'bundled' (offline), a Hub id, or a local directory")
+    p.add_argument("--prompt", required=True, help="the text every cache variant continues")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=LabSettings.max_new_tokens,
+                   help=f"tokens the exact cache chooses, then every variant is fed (default {NEW_TOKENS})")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="compute dtype (default float32)")
+    p.add_argument("--window", type=_non_negative_int, default=LabSettings.window,
+                   help=f"sliding window in tokens (default {LabSettings.window})")
+    p.add_argument("--sinks", type=_non_negative_int, default=LabSettings.sinks,
+                   help=f"attention sinks kept beside the window (default {LabSettings.sinks})")
+    p.add_argument("--groups", type=_non_negative_int, default=None,
+                   help="GQA what-if: K/V head groups, dividing the head count (default: half the heads)")
+    p.add_argument("--backends", type=lambda t: tuple(b.strip() for b in t.split(",") if b.strip()),
+                   default=BACKENDS, help=f"comma-separated quantized caches (default {','.join(BACKENDS)})")
+    p.add_argument("--residual-length", type=_non_negative_int, default=LabSettings.residual_length,
+                   help=f"quanto: newest tokens kept unquantized (default {LabSettings.residual_length})")
+    p.add_argument("--block-size", type=_non_negative_int, default=LabSettings.block_size,
+                   help=f"paged KV: tokens per block (default {LabSettings.block_size})")
+    p.add_argument("--prefix-prompts", nargs=2, default=LabSettings.prefix_prompts, metavar=("A", "B"),
+                   help="two prompts with a common beginning, for the shared-prefix demo")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--json", action="store_true", help="print one JSON report instead of a table")
+
+
+def command(args: argparse.Namespace) -> int:
+    settings = lab.LabSettings(
+        prompt=args.prompt, max_new_tokens=args.max_new_tokens, window=args.window, sinks=args.sinks,
+        groups=args.groups, backends=args.backends, residual_length=args.residual_length,
+        block_size=args.block_size, prefix_prompts=tuple(args.prefix_prompts))
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    lm = load(args.model, args.dtype)
+    try:
+        report = lab.run(lm.model, lm.tokenizer, settings)
+    except lab.LabError as exc:
+        raise UsageError(str(exc)) from exc
+    data = _plain({"model": {"source": lm.source, "name": lm.name, "dtype": lm.dtype, **lm.info},
+                   "settings": dataclasses.asdict(report.settings), **report.to_json(),
+                   "steps": report.steps().to_dict(orient="records"),
+                   "precision_steps": report.precision.to_frame().to_dict(orient="records")})
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False, allow_nan=False))
+    else:
+        print(f"{lm.name}: {args.prompt!r} + {len(report.exact_tokens)} tokens; {report.seconds:.1f} s\n"
+              f"{report.summary().to_string(index=False)}\n\n{report.precision.summary().to_string(index=False)}")
+    return 0
