@@ -31,7 +31,13 @@ try:
 except HostingConfigError as exc:
     st.error(f"**This server is misconfigured:** {exc}", icon=":material/settings_alert:")
     st.stop()
-_links.check_link(policy)  # a link's refused or clamped values: fixed before the sidebar reads it, said once
+# Messages that come and go (the link's notes, the decode's progress, errors, the phone's sidebar script) live
+# in one slot that is always there: drawn straight into the page, they would move the page's widgets down the
+# element tree and back, the browser would re-create them and drop their binding to the address bar (a
+# session that opened on /attention with a decode on screen wrote only its first Step change to the URL).
+messages = st.container()
+with messages:
+    _links.check_link(policy)  # a link's refused or clamped values: fixed before the sidebar reads it, said once
 
 # Run and the presenter switch first, right under the page list: reachable without scrolling on a 720 px projector.
 clicked = st.sidebar.button("Run", type="primary", key="run", width="stretch", icon=":material/play_arrow:")
@@ -40,8 +46,9 @@ common.page_style()
 settings = common.sidebar()
 st.sidebar.caption("The address bar always holds a link to these exact settings (presenter mode too): share it.")
 common.small_screen_hint()
-if clicked:
-    common.close_sidebar_on_small_screens()
-common.run_if_needed(settings, clicked)
-common.show_notice()
+with messages:
+    if clicked:
+        common.close_sidebar_on_small_screens()
+    common.run_if_needed(settings, clicked)
+    common.show_notice()
 page.run()

@@ -314,3 +314,23 @@ def test_bad_input_shows_a_message_and_keeps_results(server, browser):
     assert_no_exception(browser, "bad input")
     assert rendered_charts(browser) >= 1, "the last good results disappeared"
     browser.save_screenshot(str(SHOTS / "bad-input-empty-prompt.png"))
+
+
+def test_a_deep_link_keeps_the_address_bar_in_step_with_every_change(server, browser):
+    """A session that opens on /attention, its first run decoding, writes every Step change to the address
+    bar, not only the first (the decode's status used to move the page's widgets, and the browser dropped
+    their binding to the URL)."""
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(f"{server}/attention?new=7&layer=1&head=1&step=4")  # new=7: a fresh decode, not a shared run
+    slider = '[data-testid="stSlider"] input[type="range"]'
+    wait_for(browser, slider, 180)
+    wait_idle(browser)
+    for step in (5, 6):
+        css(browser, slider)[0].send_keys(Keys.RIGHT)
+        wait_idle(browser)
+        deadline = time.time() + 10
+        while time.time() < deadline and f"step={step}" not in browser.current_url:
+            time.sleep(0.3)
+        assert f"step={step}" in browser.current_url and "layer=1" in browser.current_url, browser.current_url
+    assert_no_exception(browser, "deep link")

@@ -72,10 +72,10 @@ def sidebar() -> AppSettings:
     choice = sb.selectbox("Model", ui_state.model_choices(limits), key="model", bind=URL,
                           help="'bundled' is a small GPT-2 trained on Shakespeare that works offline; the Hub "
                                "models fall back to it when the Hub cannot be reached.")
-    source = choice
+    source, directory = choice, sb.container()  # always there: the widgets below keep their place (app.py)
     if choice == ui_state.LOCAL_CHOICE:
-        source = sb.text_input("Model directory", key="dir", bind=URL,
-                               placeholder="/path/to/a/gpt2-checkpoint (config.json + *.safetensors)")
+        source = directory.text_input("Model directory", key="dir", bind=URL,
+                                      placeholder="/path/to/a/gpt2-checkpoint (config.json + *.safetensors)")
     sb.selectbox("Classroom prompts", list(ui_state.PRESETS), key="preset", index=None,
                  placeholder="Pick a preset…", on_change=_use_preset)
     # The prompt is set one way, through session state (the default here, a preset's callback): a widget
