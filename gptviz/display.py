@@ -64,6 +64,9 @@ def no_gain_reason(parameters: int, tokens: int) -> str:
 # ---- presentation styles --------------------------------------------------------------------------
 
 EXPORT_SIZE = (1280, 720)  # px, the PNG a chart's camera button saves: one 16:9 slide
+# A font every browser has: an exported PNG is drawn without the page's web fonts, and a legend laid out
+# with one font and drawn with a wider one runs its entries into each other and off the edge.
+CHART_FONT = "Arial, Helvetica, 'Liberation Sans', sans-serif"
 
 
 @dataclass(frozen=True)

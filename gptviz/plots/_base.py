@@ -78,7 +78,7 @@ def styled(fig: go.Figure, style: Style) -> go.Figure:
     # it, so the padding lifts it by its extra lines (anchored to the figure's top, the first line is clipped).
     pad = round(8 + (lines - 1) * line + above * style.font * 1.3)
     fig.update_layout(
-        font={"size": style.font},
+        font={"size": style.font, "family": display.CHART_FONT},
         title={"text": title, "x": 0, "xref": "container", "xanchor": "left", "y": 1, "yref": "paper",
                "yanchor": "bottom", "pad": {"l": 8, "b": pad}, "font": {"size": style.title}},
         # Anchored to the figure's bottom edge (not the plot's): plotly then makes room below the axis title.
