@@ -334,3 +334,39 @@ def test_a_deep_link_keeps_the_address_bar_in_step_with_every_change(server, bro
             time.sleep(0.3)
         assert f"step={step}" in browser.current_url and "layer=1" in browser.current_url, browser.current_url
     assert_no_exception(browser, "deep link")
+
+
+ALERTS_JS = "return [...document.querySelectorAll('[data-testid=\"stAlert\"]')].map(e => e.innerText)"
+
+
+def test_stop_during_a_decode_shows_the_previous_run(server, browser):
+    """Stop while waiting for a long decode: the page says so and shows the last finished run (not a spinner)."""
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(server + "/side_by_side")
+    wait_for(browser, '[data-testid="stPlotlyChart"] .main-svg', 180)
+    wait_idle(browser)
+    if not sidebar_open(browser):
+        css(browser, '[data-testid="stExpandSidebarButton"]')[0].click()
+        time.sleep(1)
+    box = css(browser, '[data-testid="stSidebar"] input[type="number"]')[0]  # Max new tokens
+    box.click()
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys("230", Keys.ENTER)
+    wait_idle(browser)
+    [b for b in css(browser, '[data-testid="stSidebar"] button') if b.text.strip().endswith("Run")][0].click()
+    time.sleep(1.5)
+    stop = [b for b in css(browser, '[data-testid="stStatusWidget"] button, header button') if b.text.strip() == "Stop"]
+    if not stop:
+        pytest.skip("the 230-token decode finished before Stop could be pressed")
+    stop[0].click()
+    deadline = time.time() + 30
+    while time.time() < deadline and not any("Stopped: showing your previous run." in t
+                                             for t in browser.execute_script(ALERTS_JS)):
+        time.sleep(0.3)
+    wait_idle(browser)
+    browser.save_screenshot(str(SHOTS / "stopped.png"))
+    alerts = browser.execute_script(ALERTS_JS)
+    assert any("Stopped: showing your previous run." in t for t in alerts), alerts
+    assert rendered_charts(browser) >= 1, "the previous run is not on the page"
+    assert not css(browser, '[data-testid="stStatusWidget"] img'), "still running after Stop"

@@ -21,6 +21,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.runtime import Runtime
 from streamlit.runtime.scriptrunner import get_script_run_ctx
+from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 
 import gptviz
 from gptviz import anatomy, cost, display, plots, serve, ui_state
@@ -180,8 +181,50 @@ def _decode_with_progress(settings: AppSettings, fresh: bool) -> Result:
     job = server().request(settings.key, partial(_decode, lm, settings), fresh=fresh, **request)
     if job.state == "done":
         return job.result()  # another session's run of these settings: nothing to wait for
-    st.session_state["gptviz_pending"] = settings.key  # a page switch meanwhile rejoins this job
-    with st.status(f"Decoding with {lm.name}…", expanded=True) as status:
+    waiting, decodes = _waiting(), server()
+    waiting["pending"] = settings.key  # a page switch meanwhile rejoins this job
+    note = _stopped_note()
+    try:
+        result = _wait(job, lm, settings, request)
+    except StopException:  # Stop pressed: forget this run (a page switch is a RerunException: it rejoins)
+        # Plain Python only: once Stop is pressed every Streamlit call, session-state writes included, raises.
+        waiting.pop("pending", None)
+        waiting["stopped"] = True
+        decodes.leave(job, request["waiter"])
+        raise
+    except BaseException:
+        note.empty()
+        raise
+    note.empty()
+    return result
+
+
+def _waiting() -> dict:
+    """This session's wait: 'pending' (the settings key it waits for), 'stopped' (Stop was pressed). A dict
+    changed in place, because after Stop a write to st.session_state itself raises before it happens."""
+    return st.session_state.setdefault("gptviz_wait", {})
+
+
+def _stopped_note():
+    """What a student sees after pressing Stop while waiting, drawn now and hidden (CSS) while the script runs.
+
+    Streamlit sends nothing once Stop is pressed, so the note must already be on the page: when the script
+    stops it shows, hides the spinning status, and its button (clicked at once by its script) reruns the app,
+    which then draws the previous run. A finished wait removes the note.
+    """
+    note = st.empty()
+    with note.container(key="stopped_note"):
+        if current() is None:
+            st.info("Stopped. Press **Run** to decode.", icon=":material/stop_circle:")
+        else:
+            st.info("Stopped: showing your previous run…", icon=":material/stop_circle:")
+            st.button("Show my previous run", key="show_previous")
+            st.html(SHOW_PREVIOUS_JS, unsafe_allow_javascript=True)
+    return note
+
+
+def _wait(job: serve.Job, lm: gptviz.LoadedModel, settings: AppSettings, request: dict) -> Result:
+    with st.container(key="decoding"), st.status(f"Decoding with {lm.name}…", expanded=True) as status:
         line, bar, text = st.empty(), st.empty(), st.empty()
         shown, first_place = None, None
         while True:
@@ -232,7 +275,11 @@ def run_if_needed(settings: AppSettings, clicked: bool) -> None:
     this session was waiting for when it switched page is joined again, not restarted.
     """
     runs = _runs()
-    pending = st.session_state.get("gptviz_pending") == settings.key
+    waiting = _waiting()
+    if waiting.pop("stopped", False) and not clicked:  # Stop was pressed during the last wait
+        st.info("Stopped: showing your previous run.", icon=":material/stop_circle:")
+        return
+    pending = waiting.get("pending") == settings.key
     if settings.key in runs and not (clicked or pending):  # already computed for exactly these inputs
         st.session_state["gptviz_shown"] = settings.key
         return
@@ -242,10 +289,10 @@ def run_if_needed(settings: AppSettings, clicked: bool) -> None:
     try:
         result = _decode_with_progress(settings, fresh=clicked and not pending)
     except (gptviz.DecodeError, gptviz.ModelLoadError) as exc:
-        st.session_state.pop("gptviz_pending", None)
+        waiting.pop("pending", None)
         st.error(f"**Cannot run this:** {exc}")
         return
-    st.session_state.pop("gptviz_pending", None)  # not on a page switch (Streamlit stops the script): rejoin then
+    waiting.pop("pending", None)  # not on a page switch (Streamlit stops the script): rejoin then
     runs.pop(settings.key, None)  # re-insert: the newest run is the last one evicted
     runs[settings.key] = result
     while len(runs) > (MAX_KEPT_RUNS_HOSTED if policy().hosted else MAX_KEPT_RUNS):
@@ -312,9 +359,14 @@ def style() -> display.Style:
     return display.style(bool(st.session_state.get("present", False)))
 
 
+# A stopped decode: the note drawn while waiting shows once the script no longer runs, and hides the
+# status still spinning above it (see _stopped_note).
 # Narrow screens (Streamlit's own breakpoint for the overlay sidebar): plotly's toolbar would sit on
 # the chart titles (and a phone has no hover to use it), and the settings hide behind », so say so.
-SMALL_SCREEN_CSS = """
+PAGE_CSS = """
+.st-key-stopped_note { display: none; }
+[data-test-script-state="notRunning"] .st-key-stopped_note { display: block; }
+[data-test-script-state="notRunning"]:has(.st-key-stopped_note) .st-key-decoding { display: none; }
 .st-key-small_screen_hint { display: none; }
 @media (max-width: 768px) {
   .st-key-small_screen_hint { display: block; }
@@ -323,9 +375,23 @@ SMALL_SCREEN_CSS = """
 """
 
 
+SHOW_PREVIOUS_JS = """<script>
+(() => {  // once the script stops with the note still on the page (Stop was pressed), show the previous run
+  const app = document.querySelector('[data-testid="stApp"]');
+  const watch = new MutationObserver(() => {
+    if (app.getAttribute('data-test-script-state') !== 'notRunning') return;
+    watch.disconnect();
+    const show = document.querySelector('.st-key-show_previous button');
+    if (show) show.click();
+  });
+  watch.observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+})();
+</script>"""
+
+
 def page_style() -> None:
     """The page's CSS: small-screen rules always, presenter font sizes (from display.Style) when presenting."""
-    s, css = style(), SMALL_SCREEN_CSS
+    s, css = style(), PAGE_CSS
     if s.name == "presenter":
         px = s.page_font
         css += f"""
