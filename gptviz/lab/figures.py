@@ -34,7 +34,7 @@ def cache_bytes(report) -> go.Figure:
         fig.add_scatter(x=steps, y=[b / 1024 for b in v.bytes_measured], name=v.variant.name, mode="lines",
                         line={"color": LAYER_COLORS[i % len(LAYER_COLORS)]})
     return _layout(fig, "What each cache buys in bytes (measured)", xaxis_title="step",
-                   yaxis_title="KV cache (KiB)")
+                   yaxis={"title": "KV cache (KiB)", "rangemode": "tozero"})  # sizes compared by height
 
 
 def precision_gap(result) -> go.Figure:
