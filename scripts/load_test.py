@@ -51,6 +51,7 @@ PROMPTS = [  # different students, different prompts (the app's presets and more
 ]
 WAITING = "ahead of you"  # the app's queue message
 DECODES = re.compile(r"decodes_executed=(\d+)")
+DECODE_SECONDS = re.compile(r"decode finished in ([\d.]+)s")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--no-first-run", "--window-size=1400,1000")
@@ -104,6 +105,11 @@ class Server:
         """Decodes the server executed since the warm-up (None: this server does not log them)."""
         counts = [int(m.group(1)) for line in self.lines if (m := DECODES.search(line))]
         return max(counts) - self.decodes_before if counts else None
+
+    def decode_seconds(self) -> list[float]:
+        """Wall time of each decode the server finished since the warm-up, from its log lines."""
+        times = [float(m.group(1)) for line in self.lines if (m := DECODE_SECONDS.search(line))]
+        return times[self.decodes_before:]
 
     def peak_rss(self) -> int:
         """Bytes: the server process's high-water mark of resident memory (VmHWM)."""
@@ -413,6 +419,10 @@ def report(title: str, seen: list[Seen], server: Server, targets: list[str]) -> 
               f"max {max(speedups):.2f}×  max/min {spread:.2f}")
         summary["speedup"] = {"median": statistics.median(speedups), "min": min(speedups), "max": max(speedups),
                               "max_over_min": spread}
+    decode_seconds = server.decode_seconds()
+    if decode_seconds:
+        print(f"  decode wall time (server log, all timed passes): median {statistics.median(decode_seconds):.2f} s, "
+              f"max {max(decode_seconds):.2f} s over {len(decode_seconds)} decodes")
     decodes = summary["decodes"]
     print(f"   completed {summary['completed']}/{len(seen)}, with errors {summary['errors']}, "
           f"saw their place {summary['saw_place']}; decodes executed "

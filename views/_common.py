@@ -33,7 +33,7 @@ MAX_KEPT_RUNS = 4  # per browser session; a run of the bundled model holds a few
 MAX_KEPT_RUNS_HOSTED = 1  # a shared server: GPT-2 runs hold up to ~100 MiB each, times every student
 URL = "query-params"
 SHARED_RESULTS_BYTES = 256 * 2**20  # finished runs kept server-wide for the next student with the same settings
-POLL_SECONDS = 0.4  # how often a waiting session redraws its place or progress
+POLL_SECONDS = 1.0  # how often a waiting session redraws its place or progress (a class of them shares the GIL)
 
 
 def policy() -> Policy:
