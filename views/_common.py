@@ -229,7 +229,7 @@ def _wait(job: serve.Job, lm: gptviz.LoadedModel, settings: AppSettings, request
         shown, first_place = None, None
         while True:
             try:
-                result = job.result(timeout=POLL_SECONDS)
+                result = job.result(timeout=0 if shown is None else POLL_SECONDS)  # draw the place at once
                 break
             except TimeoutError:
                 pass
