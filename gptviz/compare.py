@@ -39,12 +39,13 @@ class Agreement:
         same_first = (reference.argmax(-1) == other.argmax(-1)).numpy()  # (steps,)
         same_choice = same_first if own is None else np.array(own) == np.array(chosen)
         return cls(max_abs_dlogit=delta.double().numpy(), argmax_equal=same_first,
-                   topk_overlap=np.array(overlap), kl=_chunked_kl(reference, other).numpy(), same_choice=same_choice)
+                   topk_overlap=np.array(overlap), kl=kl_per_step(reference, other).numpy(), same_choice=same_choice)
 
 
-def _chunked_kl(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """Per row KL, a few steps at a time: float64 temporaries of every step at once would be ~0.5 GB at
-    256 steps of a 50k vocabulary, the largest allocation of a whole session. Rows are independent."""
+def kl_per_step(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """Per row KL(reference ‖ other) in nats (the one KL of the app and the lab), a few steps at a time: float64
+    temporaries of every step at once would be ~0.5 GB at 256 steps of a 50k vocabulary, the largest allocation of
+    a whole session. Rows are independent."""
     # A lone last row would be summed by a different kernel path (last-bit differences): fold it into the chunk before.
     n = len(reference)
     starts = [i for i in range(0, n, KL_CHUNK) if i == 0 or n - i > 1] + [n]

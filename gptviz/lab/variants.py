@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from gptviz import cost
+from gptviz import compare, cost
 from gptviz.lab.caches import build, measured_bytes
 from gptviz.lab.settings import Variant
 
@@ -50,9 +50,7 @@ class Deltas:
 def deltas(reference: torch.Tensor, other: torch.Tensor) -> Deltas:
     """Per-step differences of two (steps, vocab) logit tensors, computed in float64."""
     ref, oth = reference.double(), other.double()
-    log_p, log_q = ref.log_softmax(-1), oth.log_softmax(-1)  # (steps, vocab)
-    kl = (log_p.exp() * (log_p - log_q)).sum(-1)  # (steps,)
-    return Deltas((ref - oth).abs().amax(-1).tolist(), kl.clamp(min=0).tolist(),
+    return Deltas((ref - oth).abs().amax(-1).tolist(), compare.kl_per_step(ref, oth).tolist(),
                   (ref.argmax(-1) == oth.argmax(-1)).tolist())
 
 
