@@ -77,6 +77,23 @@ def run_flops(shape: Shape, mode: str, steps) -> int:
     return sum(step_flops(shape, mode, s.context_len, s.input_len) for s in steps)
 
 
+@dataclass(frozen=True)
+class FlopsRatio:
+    """A run's FLOPs in one mode against the cached decode of the same steps: the speed-up that arithmetic alone
+    predicts, on any machine."""
+
+    mode_flops: int  # FLOPs of the whole decode in the compared mode
+    cached_flops: int  # FLOPs of the cached decode of the same steps
+
+    @property
+    def ratio(self) -> float:
+        return self.mode_flops / self.cached_flops
+
+    @classmethod
+    def of(cls, shape: Shape, steps, mode: Mode = Mode.RECOMPUTE) -> FlopsRatio:
+        return cls(run_flops(shape, mode, steps), run_flops(shape, Mode.CACHED, steps))
+
+
 def weight_bytes(model) -> int:
     """Bytes of distinct parameters (tied embeddings counted once)."""
     seen, total = set(), 0

@@ -37,6 +37,17 @@ def test_step_flops_equal_torchs_flop_counter_over_a_whole_decode(model, mode):
     assert flops == expected
 
 
+def test_the_overviews_flops_ratio_is_torchs_count_of_both_decodes(model):
+    """The Overview's 'FLOPs ratio, same run', from the cached steps alone, against what torch counts running
+    the recompute decode and the cached decode (FLOPs depend on shapes only, not on which tokens)."""
+    ids = torch.arange(PROMPT)
+    cached_flops, tape = counted(lambda: decode_cached(model, ids, Sampler(DecodeSettings()), STEPS))
+    recompute_flops, _ = counted(lambda: decode_recompute(model, ids, Replay([5, 6, 7, 8], PROMPT), STEPS))
+    ratio = cost.FlopsRatio.of(cost.Shape.of(model), tape.steps)
+    assert (ratio.mode_flops, ratio.cached_flops) == (recompute_flops, cached_flops)
+    assert ratio.ratio == pytest.approx(recompute_flops / cached_flops) and ratio.ratio > 1
+
+
 def test_the_flop_counter_tells_the_modes_apart(model):
     """Not a tautology: the three modes' counts differ, as the model says they should."""
     shape = cost.Shape.of(model)

@@ -34,9 +34,9 @@ if recompute is not None:
                         "of forward passes")
 if recompute is not None:
     shape = cost.Shape.of(common.loaded(result).model)
-    flops = {m: cost.run_flops(shape, m, run.cached.steps) for m in ("cached", "recompute")}
-    cols[4].metric("FLOPs ratio, same run", display.speedup(flops["recompute"] / flops["cached"]),
-                   help=f"recompute {flops['recompute']:,} vs cached {flops['cached']:,} FLOPs (the cost model on "
+    flops = cost.FlopsRatio.of(shape, run.cached.steps)
+    cols[4].metric("FLOPs ratio, same run", display.speedup(flops.ratio),
+                   help=f"recompute {flops.mode_flops:,} vs cached {flops.cached_flops:,} FLOPs (the cost model on "
                         "the Timing page): what the speed-up would be if time followed arithmetic alone. "
                         "It does not depend on the machine.")
 unit = display.byte_unit(summary.kv_cache_allocated)
