@@ -30,14 +30,15 @@ common.intro(
 result = common.require()
 lm = common.loaded(result)
 heads, context = lm.model.config.n_head, lm.model.config.n_positions
-c = st.columns(5)
-window = c[0].number_input("Window W", 0, 100_000, min(24, context), key="lab_window",
+c, default = st.columns(5), lab.LabSettings()
+window = c[0].number_input("Window W", 0, 100_000, min(default.window, context), key="lab_window",
                            help="tokens each new token attends to, itself included")
-sinks = c[1].number_input("Sinks S", 0, 100_000, 4, key="lab_sinks", help="first tokens kept beside the window")
+sinks = c[1].number_input("Sinks S", 0, 100_000, default.sinks, key="lab_sinks",
+                          help="first tokens kept beside the window")
 groups = c[2].number_input("GQA groups G", 1, 1024, lab.suggested_groups(heads), key="lab_groups",
                            help=f"K/V heads after mean-pooling; must divide the model's {heads} heads")
 backends = c[3].multiselect("Quantized KV", lab.BACKENDS, default=list(lab.BACKENDS), key="lab_backends")
-block = c[4].slider("Block size", 0, 64, 16, key="lab_block", help="tokens per paged KV block")
+block = c[4].slider("Block size", 0, 64, default.block_size, key="lab_block", help="tokens per paged KV block")
 s = result.settings
 settings = lab.LabSettings(prompt=s.prompt, max_new_tokens=s.max_new_tokens, window=int(window), sinks=int(sinks),
                            groups=int(groups), backends=tuple(backends))
