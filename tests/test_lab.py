@@ -225,6 +225,9 @@ def test_report_on_the_bundled_model(report):
     ({"backends": ("fp8", "int3")}, "unknown quantization backend 'int3'"),
     ({"max_new_tokens": 255}, "exceed the model's context of 256"),
     ({"prompt": ""}, "the prompt is empty"),
+    ({"prompt": "   "}, "the prompt is empty"),  # the compare CLI and the app refuse it too
+    ({"prompt": "ROMEO\udcff"}, "the byte 0xFF, which is not UTF-8"),  # invalid UTF-8 in argv
+    ({"prefix_prompts": ("ROMEO.\ud800 a", "ROMEO.\ud800 b")}, "a lone surrogate U.D800"),  # (. : + is regex)
     ({"prefix_prompts": ("ROMEO.", "JULIET.")}, "do not start with the same token"),
     ({"prefix_prompts": ("The", "The")}, "needs a token of its own"),  # one token each
 ])
@@ -253,6 +256,7 @@ def test_cli_lab_json_has_the_reports_figures(capsys):
     (["--window", "0"], "window must be a whole number ≥ 2"),
     (["--groups", "4"], "do not divide the model's 6 heads"),
     (["--block-size", "0"], "block size must be a whole number ≥ 1"),
+    (["--prompt", "ROMEO\udcff"], "not UTF-8"),  # was a tokenizer TypeError traceback
 ])
 def test_cli_lab_bad_settings_print_one_line(capsys, args, message):
     from gptviz import cli

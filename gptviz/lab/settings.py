@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, replace
 
-from gptviz.settings import NEW_TOKENS
+from gptviz.settings import NEW_TOKENS, DecodeError, check_prompt
 
 BACKENDS = ("fp8", "quanto-int4", "quanto-int2")  # quantized-KV backends the lab knows
 PRECISIONS = ("float64", "float32", "bfloat16", "float16")
@@ -75,6 +75,7 @@ def variants(settings: LabSettings, head_dim: int) -> tuple[list[Variant], dict[
 def check(settings: LabSettings, config) -> LabSettings:
     """Raise LabError with the fix for any setting the model cannot run; else the settings, made concrete."""
     s, context, heads = settings, config.n_positions, config.n_head
+    _text(s.prompt)
     _whole(s.max_new_tokens, "max new tokens", 1)
     _whole(s.window, "the window", 2, "(a window of 1 keeps no past at all)")
     if s.window > context:
@@ -96,7 +97,17 @@ def check(settings: LabSettings, config) -> LabSettings:
         raise LabError(f"unknown quantization backend {unknown[0]!r}: choose from {', '.join(BACKENDS)}.")
     if len(s.prefix_prompts) != 2 or not all(p.strip() for p in s.prefix_prompts):
         raise LabError("the shared-prefix demo needs two non-empty prompts.")
+    for prompt in s.prefix_prompts:
+        _text(prompt)
     return s
+
+
+def _text(prompt) -> None:
+    """The app's one prompt check (text, not blank, UTF-8), with the lab's error type."""
+    try:
+        check_prompt(prompt)
+    except DecodeError as exc:
+        raise LabError(str(exc)) from None
 
 
 def _whole(value, what: str, minimum: int, why: str = "") -> None:
