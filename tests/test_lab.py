@@ -254,6 +254,9 @@ def test_cli_lab_json_has_the_reports_figures(capsys):
 @pytest.mark.parametrize("args, message", [
     (["--backends", "fp8,int3"], "unknown quantization backend 'int3'"),
     (["--window", "0"], "window must be a whole number ≥ 2"),
+    (["--window", "-3"], "window must be a whole number ≥ 2"),  # one bound, the library's (argparse said ≥ 0)
+    (["--groups", "0"], "GQA groups must be a whole number ≥ 1"),
+    (["--sinks", "-1"], "sinks must be a whole number ≥ 0"),
     (["--groups", "4"], "do not divide the model's 6 heads"),
     (["--block-size", "0"], "block size must be a whole number ≥ 1"),
     (["--prompt", "ROMEO\udcff"], "not UTF-8"),  # was a tokenizer TypeError traceback

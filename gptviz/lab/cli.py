@@ -13,7 +13,7 @@ import json
 import transformers
 
 from gptviz import lab
-from gptviz.cli import UsageError, _non_negative_int, _plain, _positive_int
+from gptviz.cli import UsageError, _plain, _positive_int
 from gptviz.lab import BACKENDS, LabSettings
 from gptviz.models import load
 from gptviz.registry import BUNDLED
@@ -21,24 +21,26 @@ from gptviz.settings import DTYPES, NEW_TOKENS
 
 
 def add_parser(commands) -> None:
-    """``python -m gptviz lab``: the Cache lab's figures (validated by gptviz.lab.check, messages as on the page)."""
+    """``python -m gptviz lab``: the Cache lab's figures (validated by gptviz.lab.check, messages as on the page).
+    Cache settings parse as plain ints: their bounds live in lab.check only (argparse's ≥ 0 for the window, which
+    needs ≥ 2, was a second bound for one input)."""
     p = commands.add_parser("lab", help="what quantized, windowed, sink, shared-prefix, paged and GQA caches cost")
     p.add_argument("--model", default=BUNDLED, help="'bundled' (offline), a Hub id, or a local directory")
     p.add_argument("--prompt", required=True, help="the text every cache variant continues")
     p.add_argument("--max-new-tokens", type=_positive_int, default=LabSettings.max_new_tokens,
                    help=f"tokens the exact cache chooses, then every variant is fed (default {NEW_TOKENS})")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="compute dtype (default float32)")
-    p.add_argument("--window", type=_non_negative_int, default=LabSettings.window,
+    p.add_argument("--window", type=int, default=LabSettings.window,
                    help=f"sliding window in tokens (default {LabSettings.window})")
-    p.add_argument("--sinks", type=_non_negative_int, default=LabSettings.sinks,
+    p.add_argument("--sinks", type=int, default=LabSettings.sinks,
                    help=f"attention sinks kept beside the window (default {LabSettings.sinks})")
-    p.add_argument("--groups", type=_non_negative_int, default=None,
+    p.add_argument("--groups", type=int, default=None,
                    help="GQA what-if: K/V head groups, dividing the head count (default: half the heads)")
     p.add_argument("--backends", type=lambda t: tuple(b.strip() for b in t.split(",") if b.strip()),
                    default=BACKENDS, help=f"comma-separated quantized caches (default {','.join(BACKENDS)})")
-    p.add_argument("--residual-length", type=_non_negative_int, default=LabSettings.residual_length,
+    p.add_argument("--residual-length", type=int, default=LabSettings.residual_length,
                    help=f"quanto: newest tokens kept unquantized (default {LabSettings.residual_length})")
-    p.add_argument("--block-size", type=_non_negative_int, default=LabSettings.block_size,
+    p.add_argument("--block-size", type=int, default=LabSettings.block_size,
                    help=f"paged KV: tokens per block (default {LabSettings.block_size})")
     p.add_argument("--prefix-prompts", nargs=2, default=LabSettings.prefix_prompts, metavar=("A", "B"),
                    help="two prompts with a common beginning, for the shared-prefix demo")
