@@ -32,7 +32,6 @@ from gptviz.ui_state import AppSettings
 MAX_KEPT_RUNS = 4  # per browser session; a run of the bundled model holds a few MiB of attention
 MAX_KEPT_RUNS_HOSTED = 1  # a shared server: GPT-2 runs hold up to ~100 MiB each, times every student
 URL = "query-params"
-SHARED_RESULTS_BYTES = 256 * 2**20  # finished runs kept server-wide for the next student with the same settings
 POLL_SECONDS = 1.0  # how often a waiting session redraws its place or progress (a class of them shares the GIL)
 
 
@@ -118,7 +117,7 @@ def current() -> Result | None:
 @st.cache_resource
 def server() -> serve.Server:
     """This Streamlit server's one decode queue and shared results (every session and page use it)."""
-    decodes = serve.Server(max_bytes=SHARED_RESULTS_BYTES, nbytes=lambda result: result.nbytes())  # runs, labs
+    decodes = serve.Server(nbytes=lambda result: result.nbytes())  # runs, labs
     threads = serve.set_torch_threads(decodes.slots)
     log = logging.getLogger(serve.__name__)
     if not log.handlers:  # an operator's log line per decode, on the server's stdout
