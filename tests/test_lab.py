@@ -253,6 +253,7 @@ def test_cli_lab_json_has_the_reports_figures(capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--backends", "fp8,int3"], "unknown quantization backend 'int3'"),
+    (["--backends", ","], "name at least one of fp8"),  # was a silent run with no quantized cache
     (["--window", "0"], "window must be a whole number ≥ 2"),
     (["--window", "-3"], "window must be a whole number ≥ 2"),  # one bound, the library's (argparse said ≥ 0)
     (["--groups", "0"], "GQA groups must be a whole number ≥ 1"),

@@ -20,6 +20,14 @@ from gptviz.registry import BUNDLED
 from gptviz.settings import DTYPES, NEW_TOKENS
 
 
+def _backend_list(text: str) -> tuple[str, ...]:
+    """Comma-separated backends; an empty list is refused (it would silently run no quantized cache)."""
+    backends = tuple(b.strip() for b in text.split(",") if b.strip())
+    if not backends:
+        raise argparse.ArgumentTypeError(f"name at least one of {', '.join(BACKENDS)}")
+    return backends
+
+
 def add_parser(commands) -> None:
     """``python -m gptviz lab``: the Cache lab's figures (validated by gptviz.lab.check, messages as on the page).
     Cache settings parse as plain ints: their bounds live in lab.check only (argparse's ≥ 0 for the window, which
@@ -36,7 +44,7 @@ def add_parser(commands) -> None:
                    help=f"attention sinks kept beside the window (default {LabSettings.sinks})")
     p.add_argument("--groups", type=int, default=None,
                    help="GQA what-if: K/V head groups, dividing the head count (default: half the heads)")
-    p.add_argument("--backends", type=lambda t: tuple(b.strip() for b in t.split(",") if b.strip()),
+    p.add_argument("--backends", type=_backend_list,
                    default=BACKENDS, help=f"comma-separated quantized caches (default {','.join(BACKENDS)})")
     p.add_argument("--residual-length", type=int, default=LabSettings.residual_length,
                    help=f"quanto: newest tokens kept unquantized (default {LabSettings.residual_length})")
