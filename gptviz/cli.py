@@ -177,7 +177,7 @@ def table_text(data: dict) -> str:
     lines = [f"model   {m['name']}  ({m['layers']} layers, {m['heads']} heads, d_model {m['d_model']}, {m['dtype']})",
              f"prompt  {data['prompt']['text']!r}  ({len(data['prompt']['token_ids'])} tokens)",
              f"output  {data['text']!r}", ""]
-    has_recompute = "recompute" in data["modes"]
+    has_recompute = Mode.RECOMPUTE in data["modes"]
     head = f"{'step':>4}  {'token':<14} {'ctx':>4}  {'cached ms':>9}"
     if has_recompute:
         head += f"  {'recomp ms':>9}  {'max|Δlogit|':>11}  {'argmax=':>7}"

@@ -145,7 +145,7 @@ def _decode(lm: gptviz.LoadedModel, settings: AppSettings, job: serve.Job) -> Re
 
     def on_step(mode: str, step: int, token_id: int) -> None:
         nonlocal done
-        if mode == "cached" and done < per_pass:
+        if mode == gptviz.Mode.CACHED and done < per_pass:
             produced.append(lm.tokenizer.decode([token_id]))
         done += 1
         job.report(Progress(done, total, f"timed pass {(done - 1) // per_pass + 1} of {decode.timed_passes} · "

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from gptviz import plots
+from gptviz.modes import Mode
 from views import _common as common
 from views import _links
 
@@ -52,7 +53,8 @@ common.chart(panes, "attention_panes", "the cache's one row is the same as the r
              "above that was already known and comes out the same again.")
 
 st.subheader(f"All heads of layer {layer}")
-which = st.segmented_control("Map", ["recompute", "cached"], default="recompute", required=True, key="grid_mode",
+which = st.segmented_control("Map", [Mode.RECOMPUTE, Mode.CACHED], default=Mode.RECOMPUTE, required=True,
+                             key="grid_mode",
                              help="cached: the rows the cache computed up to this step (the same triangle)")
 common.chart(plots.attention_heads(run.traces[which], layer, step), "attention_heads", "every head is a lower "
              "triangle: no token looks at a later one (the causal mask), so old rows cannot change.")
