@@ -13,7 +13,7 @@ Notebook use::
 """
 
 from gptviz import compare, cost
-from gptviz.decoding import Run, decode_cached, decode_recompute, run
+from gptviz.decoding import Run, decode_cached, decode_recompute, refine, run, start
 from gptviz.models import LoadedModel, ModelLoadError, load, random_model
 from gptviz.modes import MODE_LABELS, MODES, Mode
 from gptviz.registry import BUNDLED, HUB_MODELS
@@ -23,5 +23,5 @@ from gptviz.trace import Step, Trace
 __all__ = [
     "BUNDLED", "HUB_MODELS", "MODES", "MODE_LABELS", "DecodeError", "DecodeSettings", "Limits", "LoadedModel",
     "Mode", "ModelLoadError", "Run", "Step", "Trace", "compare", "cost", "decode_cached", "decode_recompute", "load",
-    "random_model", "run",
+    "random_model", "refine", "run", "start",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -100,6 +100,17 @@ class Comparison:
             kv_bytes=np.array([sum(s.kv_bytes) for s in cached]),
             kv_allocated=np.array([sum(s.kv_allocated) for s in cached]),
             slice_delta=slice_delta, attn_row_delta=attention_delta)
+
+    def with_modes(self, steps: dict[str, list], logits: dict[str, torch.Tensor], cached_logits: torch.Tensor,
+                   own: dict[str, list[int]]) -> Comparison:
+        """A copy with every mode's step times read again from ``steps`` (a timed pass was folded in) and the
+        modes of ``logits``, timed for the first time, compared with ``cached_logits`` of that same pass."""
+        chosen = self.token_id.tolist()
+        agreement = dict(self.agreement)
+        for mode, mode_logits in logits.items():
+            agreement[Mode(mode)] = Agreement.of(cached_logits, mode_logits, chosen=chosen, own=own.get(mode))
+        seconds = {Mode(m): np.array([s.seconds for s in mode_steps]) for m, mode_steps in steps.items()}
+        return replace(self, seconds=seconds, agreement=agreement)
 
     @property
     def decoding(self) -> np.ndarray:

@@ -1,9 +1,15 @@
-"""The two decoders, side by side, each recording a Trace; ``run`` drives both.
+"""The two decoders, side by side, each recording a Trace; ``start``, ``refine`` and ``run`` drive them.
 
 Both modes see the same tokens: the cached run chooses them with one seeded sampler
 (transformers' own logits processors, gptviz/sampling.py), and the recompute runs replay
 that sequence, so every comparison is like for like. What a run is asked to do, and its
 validation, is gptviz/settings.py.
+
+A run comes in two parts. ``start`` is one pass of the cached and the recompute decoder with
+attention recorded: every number but the refined timings (tokens, logits, attention, KV cache).
+``refine`` adds one timed pass of every mode (the logits-of-the-last-position variant appears
+in the first of them); passes stop once they agree (``AGREE``) or at ``settings.timed_passes``.
+A server shows the first part as soon as it is done and refines behind it (gptviz/serve.py).
 """
 
 from __future__ import annotations
@@ -15,29 +21,32 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache, StaticCache
 
-from gptviz import compare, cost, packed
+from gptviz import compare, cost
 from gptviz.instrument import recording
 from gptviz.lockstep import Lockstep
 from gptviz.modes import Mode
 from gptviz.sampling import Replay, Sampler
 from gptviz.settings import DecodeError, DecodeSettings, Limits, check_prompt, positions
-from gptviz.trace import Step, Trace
+from gptviz.tape import Tape
+from gptviz.trace import Trace
 
-__all__ = ["DecodeError", "DecodeSettings", "Limits", "Run", "Tape", "decode_all", "decode_cached", "decode_recompute",
-           "run", "warm_up"]
+__all__ = ["AGREE", "DecodeError", "DecodeSettings", "Limits", "Run", "Tape", "Timing", "decode_all", "decode_cached",
+           "decode_recompute", "refine", "run", "start", "warm_up"]
 
-TOP_LOGITS = 10  # logits kept per step in a trace
-
+AGREE = 1.10  # timed passes agree when each mode's Σ per-step slowest ÷ Σ per-step fastest is at most this
 
 # ------------------------------------------------------------------------------------------
 # The two decoders. Read them side by side: the difference is the lesson.
+# ``timing_only``: a pass that only times. It computes exactly what a recording pass computes (the
+# same attention kernel, so every pass times the same work and a step's fastest pass is a fair
+# minimum) but stores no attention rows, the part of a pass that costs memory and copies.
 # ------------------------------------------------------------------------------------------
 
 @torch.no_grad()
 def decode_cached(model, prompt_ids: torch.Tensor, choose, steps: int, cache_kind: str = "dynamic",
-                  record_attention: bool = True, on_step: Callable | None = None) -> Tape:
+                  record_attention: bool = True, on_step: Callable | None = None, timing_only: bool = False) -> Tape:
     """KV cache: prefill the prompt once, then feed only the newest token; past keys/values are reused."""
-    tape = Tape(model, prompt_ids, steps, Mode.CACHED, record_attention, on_step)
+    tape = Tape(model, prompt_ids, steps, Mode.CACHED, record_attention and not timing_only, on_step)
     cache = make_cache(model, cache_kind, max_len=positions(len(prompt_ids), steps))  # static: no unused slot
     ids = prompt_ids[None]  # (1, prompt): the prefill pass
     for step in range(steps):
@@ -52,10 +61,10 @@ def decode_cached(model, prompt_ids: torch.Tensor, choose, steps: int, cache_kin
 
 @torch.no_grad()
 def decode_recompute(model, prompt_ids: torch.Tensor, choose, steps: int, logits_to_keep: int = 0,
-                     record_attention: bool = True, on_step: Callable | None = None) -> Tape:
+                     record_attention: bool = True, on_step: Callable | None = None, timing_only: bool = False) -> Tape:
     """Naive re-evaluation: feed the whole sequence again every step; nothing is reused."""
     mode = Mode.RECOMPUTE_LAST if logits_to_keep == 1 else Mode.RECOMPUTE
-    tape = Tape(model, prompt_ids, steps, mode, record_attention, on_step)
+    tape = Tape(model, prompt_ids, steps, mode, record_attention and not timing_only, on_step)
     ids = prompt_ids[None]  # (1, prompt)
     for step in range(steps):
         with recording(model, record_attention) as rec:
@@ -86,104 +95,20 @@ def kv_sizes(cache) -> tuple[list[int], list[int]]:
     return used, allocated
 
 
-class Tape:
-    """Collects one decoder's steps; keeps attention rows packed and checks re-computed rows.
+@dataclass(frozen=True)
+class Timing:
+    """How far a run's timing got: the pages say "timing: pass 2 of up to 3" until it is complete."""
 
-    Attention lives in a packed lower triangle (layers, heads, T(T+1)/2) in the compute
-    dtype while decoding. Rows a forward pass produces that are already stored (the
-    recompute mode re-derives every past row) are compared with the stored ones: that max
-    |Δ| is the step's ``slice_delta``. Rows not yet stored are appended.
-    """
+    passes: int  # timed passes done (the first pass, with attention recorded, is pass 1)
+    most: int  # passes allowed (settings.timed_passes): a busy machine takes them all
+    complete: bool  # every mode timed, and the passes agreed or the most were taken
+    agreed: bool = False  # stopped early because two passes agreed (a quiet machine)
 
-    def __init__(self, model, prompt_ids: torch.Tensor, steps: int, mode: str, record_attention: bool,
-                 on_step: Callable | None):
-        c = model.config
-        self.mode, self.on_step, self.prompt_len = mode, on_step, len(prompt_ids)
-        self.layers, self.heads, self.head_dim = c.n_layer, c.n_head, c.n_embd // c.n_head
-        self.sequence = prompt_ids.clone()  # (t,) prompt + tokens chosen so far
-        self.steps: list[Step] = []
-        self._logits: torch.Tensor | None = None  # (steps, vocab) last-position logits, filled row by row
-        self.max_steps = steps
-        self.total_rows = positions(len(prompt_ids), steps)  # T: the last token chosen is never fed
-        self.rows_stored = 0
-        self.attention = None
-        if record_attention:
-            dtype = next(model.parameters()).dtype
-            self.attention = torch.zeros(c.n_layer, c.n_head, packed.size(self.total_rows),
-                                         dtype=dtype)  # (layers, heads, packed)
-            self.tril = packed.indices(self.total_rows)  # (2, packed): row and column of each entry
-
-    def _store_rows(self, weights: list[torch.Tensor]) -> float | None:
-        """Compare rows already stored, append new ones; weights[l] is (1, heads, q, k)."""
-        q, k = weights[0].shape[2], weights[0].shape[3]
-        first = len(self.sequence) - q  # row index of the first query position in this pass
-        end = first + q
-        (lo, hi), mid = packed.span(first, end), packed.size(self.rows_stored)
-        flat = packed.offsets(self.tril, first, end, k)  # packed entries' offsets in a q x k map
-        # One index_select per layer into one buffer: ~5x faster than 2-D fancy indexing plus a stack,
-        # which mattered for the recompute mode's overhead (all t(t+1)/2 rows are gathered every step).
-        block = torch.empty(len(weights), self.heads, hi - lo, dtype=weights[0].dtype)  # (layers, heads, packed)
-        for layer, w in enumerate(weights):
-            torch.index_select(w[0].reshape(self.heads, q * k), 1, flat, out=block[layer])
-        split = mid - lo
-        delta = None
-        if split > 0:
-            delta = (block[..., :split] - self.attention[..., lo:mid]).abs().max().item()
-        self.attention[..., mid:hi] = block[..., split:]
-        self.rows_stored = max(self.rows_stored, end)
-        return delta
-
-    def add(self, step: int, rec, logits: torch.Tensor, token: torch.Tensor,
-            kv: tuple[list[int], list[int]] | None = None) -> None:
-        input_len = len(self.sequence) if (step == 0 or self.mode != Mode.CACHED) else 1
-        delta = None
-        if self.attention is not None and step < self.total_rows - self.prompt_len + 1:
-            delta = self._store_rows(rec.attention)
-        top = logits.topk(TOP_LOGITS)
-        used, allocated = kv if kv is not None else ([0] * self.layers, [0] * self.layers)
-        self.steps.append(Step(
-            index=step, token_id=int(token), token_text="", input_len=input_len, context_len=len(self.sequence),
-            seconds=rec.seconds, layer_seconds=list(rec.layer_seconds), kv_bytes=used, kv_allocated=allocated,
-            top_ids=top.indices.tolist(), top_logits=top.values.tolist(), slice_delta=delta,
-            pass_seconds=[rec.seconds],
-        ))
-        if self._logits is None:  # one buffer: no per-step clones to stack into a second copy later
-            self._logits = torch.empty(self.max_steps, logits.shape[-1], dtype=logits.dtype)
-        self._logits[step] = logits
-        self.sequence = torch.cat([self.sequence, token.view(1)])
-        if self.on_step is not None:
-            self.on_step(self.mode, step, int(token))
-
-    @property
-    def logits(self) -> torch.Tensor:
-        """(steps so far, vocab) last-position logits in the compute dtype, for comparisons."""
-        return self._logits[: len(self.steps)]
-
-    def add_timings(self, again: Tape) -> None:
-        """Fold in another timed pass of the same decode: each step keeps every time and its fastest."""
-        for step, other in zip(self.steps, again.steps, strict=True):
-            step.pass_seconds.append(other.seconds)
-            step.seconds = min(step.pass_seconds)
-            step.layer_seconds = [min(a, b) for a, b in zip(step.layer_seconds, other.layer_seconds, strict=True)]
-
-    def compact(self, keep_attention: bool = True) -> None:
-        """Drop the working copy of attention: float16 for storage, or nothing."""
-        if self.attention is not None:
-            self.attention = self.attention.to(torch.float16) if keep_attention else None
-
-    def to_trace(self, model_name: str, tokenizer, cache_kind: str | None) -> Trace:
-        """The stored form: token texts filled in, attention packed in float16."""
-        for s in self.steps:
-            s.token_text = tokenizer.decode([s.token_id])
-            s.top_texts = [tokenizer.decode([i]) for i in s.top_ids]
-        prompt_ids = self.sequence[: self.prompt_len].tolist()
-        return Trace(
-            mode=self.mode, model_name=model_name, dtype=str(self.logits[0].dtype).removeprefix("torch."),
-            cache_kind=cache_kind, prompt_ids=prompt_ids,
-            prompt_tokens=[tokenizer.decode([i]) for i in prompt_ids], layers=self.layers, heads=self.heads,
-            head_dim=self.head_dim, steps=self.steps,
-            attention=None if self.attention is None else self.attention.to(torch.float16),
-        )
+    def describe(self) -> str:
+        if not self.complete:
+            return f"timing: pass {self.passes + 1} of up to {self.most}"
+        why = "they agreed" if self.agreed else "the most allowed"
+        return f"timing: {self.passes} pass{'es' if self.passes != 1 else ''} ({why})"
 
 
 @dataclass
@@ -197,6 +122,7 @@ class Run:
     comparison: compare.Comparison  # per step: every mode vs the cached mode (.to_frame() for a table)
     text: str  # the generated continuation
     info: dict = field(default_factory=dict)
+    timing: Timing = Timing(passes=1, most=1, complete=True)
 
     @property
     def cached(self) -> Trace:
@@ -217,40 +143,79 @@ def encode(tokenizer, prompt: str) -> list[int]:
 
 def run(model, tokenizer, prompt: str, settings: DecodeSettings = DecodeSettings(), *,
         model_name: str = "model", on_step: Callable | None = None, limits: Limits = Limits()) -> Run:
-    """Decode ``prompt`` in every mode of ``settings.modes`` and compare them with the cached mode.
+    """Decode ``prompt`` in every mode of ``settings.modes`` and compare them with the cached mode: ``start``,
+    then ``refine`` until the timing is complete. ``on_step(mode, step, token_id)`` is called after each step."""
+    result = start(model, tokenizer, prompt, settings, model_name=model_name, on_step=on_step, limits=limits)
+    while not result.timing.complete:
+        result = refine(model, tokenizer, result, on_step=on_step)
+    return result
 
-    ``on_step(mode, step, token_id)`` is called after each step (live progress in the app).
-    """
+
+def start(model, tokenizer, prompt: str, settings: DecodeSettings = DecodeSettings(), *,
+          model_name: str = "model", on_step: Callable | None = None, limits: Limits = Limits()) -> Run:
+    """The first pass: the cached decoder and the first recompute decoder of ``settings.modes``, attention
+    recorded. Every page but Timing needs only this; ``refine`` times the rest."""
     ids = encode(tokenizer, prompt)
     settings = settings.validate(limits, prompt_len=len(ids), shape=cost.Shape.of(model),
                                  value_bytes=next(model.parameters()).element_size())
     prompt_ids = torch.tensor(ids, dtype=torch.long)
-    tapes, own = decode_all(model, prompt_ids, settings, on_step)
+    first = settings.modes[:2]  # cached (it chooses) and the recompute decoder it is compared with
+    tapes, own = decode_all(model, prompt_ids, settings, on_step, modes=first)
     cached, attention_delta = tapes[Mode.CACHED], None
     if Mode.RECOMPUTE in tapes and cached.attention is not None:
         attention_delta = compare.attention_row_deltas(cached, tapes[Mode.RECOMPUTE])  # in the compute dtype
     for mode, tape in tapes.items():  # only the full recompute's map is kept beside the cache's
         tape.compact(keep_attention=mode != Mode.RECOMPUTE_LAST)
-    for _ in range(settings.timed_passes - 1):  # the same decode again: only its timings are kept
-        for mode, again in decode_all(model, prompt_ids, settings, on_step)[0].items():
-            tapes[mode].add_timings(again)
-        del again
     table = compare.Comparison.of({m: t.steps for m, t in tapes.items()}, {m: t.logits for m, t in tapes.items()},
                                   attention_delta, own)
     traces = {mode: tape.to_trace(model_name, tokenizer, settings.cache if mode == Mode.CACHED else None)
               for mode, tape in tapes.items()}
     text = tokenizer.decode(cached.sequence[len(ids):].tolist())
-    return Run(prompt, settings, model_name, traces, table, text)
+    complete = len(first) == len(settings.modes) and settings.timed_passes == 1
+    return Run(prompt, settings, model_name, traces, table, text, timing=Timing(1, settings.timed_passes, complete))
 
 
-def decode_all(model, prompt_ids: torch.Tensor, settings: DecodeSettings,
-               on_step: Callable | None = None) -> tuple[dict[Mode, Tape], dict[Mode, list[int]]]:
-    """One timed pass of every mode, a step each in turn (gptviz/lockstep.py), so that other load on the
-    machine hits them alike. The cached decoder chooses; each recompute decoder, a round behind, replays
-    its tokens and notes what it would have chosen itself. Returns the tapes and those own choices."""
+def refine(model, tokenizer, result: Run, on_step: Callable | None = None) -> Run:
+    """One more timed pass of every mode, nothing but the clock (and a new mode's logits) kept. Returns a new
+    Run: ``result`` is left as it was (other sessions may be showing it)."""
+    settings, cached = result.settings, result.cached
+    prompt_ids = torch.tensor(cached.prompt_ids, dtype=torch.long)
+    tapes, own = decode_all(model, prompt_ids, settings, on_step, timing_only=True)
+    if [s.token_id for s in tapes[Mode.CACHED].steps] != cached.token_ids:
+        raise DecodeError("a timing pass chose other tokens than the first pass: this model does not decode "
+                          "deterministically here, so its timings cannot be refined.")
+    traces = {}
+    for mode, tape in tapes.items():
+        if mode in result.traces:
+            traces[mode] = result.traces[mode].with_timings(tape.steps)  # a copy: steps' times folded in
+        else:  # first timed here: its whole trace, without attention (only the full recompute's map is kept)
+            traces[mode] = tape.to_trace(result.model_name, tokenizer, None)
+    new = {m: t for m, t in tapes.items() if m not in result.traces}
+    table = result.comparison.with_modes({m: t.steps for m, t in traces.items()},
+                                         {m: tapes[m].logits for m in new}, tapes[Mode.CACHED].logits,
+                                         {m: own[m] for m in new if m in own})
+    passes = result.timing.passes + 1
+    agreed = all(_agree(trace) for trace in traces.values() if len(trace.steps[0].pass_seconds) >= 2)
+    timing = Timing(passes, result.timing.most, complete=passes >= result.timing.most or agreed, agreed=agreed)
+    return Run(result.prompt, settings, result.model_name, traces, table, result.text, dict(result.info), timing)
+
+
+def _agree(trace: Trace) -> bool:
+    """The trace's timed passes agree: Σ per-step slowest ÷ Σ per-step fastest ≤ AGREE."""
+    times = [s.pass_seconds for s in trace.steps]
+    return sum(max(t) for t in times) <= AGREE * sum(min(t) for t in times)
+
+
+def decode_all(model, prompt_ids: torch.Tensor, settings: DecodeSettings, on_step: Callable | None = None, *,
+               modes: tuple[Mode, ...] | None = None,
+               timing_only: bool = False) -> tuple[dict[Mode, Tape], dict[Mode, list[int]]]:
+    """One timed pass of ``modes`` (default: every mode of ``settings``), a step each in turn
+    (gptviz/lockstep.py), so that other load on the machine hits them alike. The cached decoder chooses;
+    each recompute decoder, a round behind, replays its tokens and notes what it would have chosen itself.
+    Returns the tapes and those own choices."""
     n, chosen, replays = settings.max_new_tokens, [], {}
 
-    def start(mode: Mode):
+    def begin(mode: Mode):
         def decode(step_done):
             def stepped(m, step: int, token_id: int) -> None:
                 if m == Mode.CACHED:
@@ -261,15 +226,15 @@ def decode_all(model, prompt_ids: torch.Tensor, settings: DecodeSettings,
 
             if mode == Mode.CACHED:
                 return decode_cached(model, prompt_ids, Sampler(settings), n, settings.cache,
-                                     settings.record_attention, stepped)
+                                     settings.record_attention, stepped, timing_only)
             # Both recompute variants record attention the same way: their timings differ only by logits_to_keep.
             replays[mode] = Replay(chosen, len(prompt_ids), judge=Sampler(settings))
             return decode_recompute(model, prompt_ids, replays[mode], n, mode.logits_to_keep,
-                                    settings.record_attention, stepped)
+                                    settings.record_attention, stepped, timing_only)
         return decode
 
-    modes = [Mode(m) for m in settings.modes]
-    tapes = Lockstep().run({m: (0 if m == Mode.CACHED else 1, start(m)) for m in modes})
+    modes = [Mode(m) for m in (settings.modes if modes is None else modes)]
+    tapes = Lockstep().run({m: (0 if m == Mode.CACHED else 1, begin(m)) for m in modes})
     return {m: tapes[m] for m in modes}, {m: r.own for m, r in replays.items()}
 
 

@@ -19,7 +19,8 @@ from gptviz import cost
 from gptviz.modes import MODES, Mode
 
 NEW_TOKENS = 24  # default tokens to generate
-TIMED_PASSES = 3  # timed passes of every mode per run: a step's minimum over them is robust to a busy machine
+TIMED_PASSES = 3  # the most timed passes of every mode per run (they stop once two agree: decoding.AGREE); a step's
+# fastest over them is robust to a busy machine
 MAX_TIMED_PASSES = 10
 APP_MAX_NEW_TOKENS = 512  # the app's cap per run on a private server (hosted servers set their own)
 MEMORY_BUDGET = 512 * 2**20  # default bytes of attention one run may hold (see cost.run_memory_bytes)
@@ -77,7 +78,7 @@ class DecodeSettings:
     top_p: float = 1.0  # sampling only: keep the smallest set with probability >= p (1 = off)
     seed: int = 0  # seeds the one sampler that chooses tokens for every mode
     cache: Literal["dynamic", "static"] = "dynamic"  # growing DynamicCache or preallocated StaticCache
-    timed_passes: int = TIMED_PASSES  # every mode decodes this often in lockstep; each step keeps its fastest time
+    timed_passes: int = TIMED_PASSES  # at most this many lockstep passes of every mode; each step keeps its fastest
     modes: tuple[Mode, ...] = MODES  # which decoders to run; cached first (it chooses the tokens)
     record_attention: bool = True  # keep attention maps (the memory-heavy part of a trace)
 

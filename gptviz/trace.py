@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -95,6 +95,16 @@ class Trace:
     def layer_attention(self, layer: int, step: int | None = None) -> np.ndarray:
         """(heads, t, t) maps of every head of one layer."""
         return np.stack([self.attention_map(layer, h, step) for h in range(self.heads)])
+
+    def with_timings(self, again: list[Step]) -> Trace:
+        """A copy whose steps fold in another timed pass of the same decode: each step keeps every pass's time
+        and its fastest. The attention map is shared, not copied; this trace is left as it was."""
+        steps = []
+        for step, other in zip(self.steps, again, strict=True):
+            passes = [*step.pass_seconds, other.seconds]
+            layers = [min(a, b) for a, b in zip(step.layer_seconds, other.layer_seconds, strict=True)]
+            steps.append(replace(step, seconds=min(passes), pass_seconds=passes, layer_seconds=layers))
+        return replace(self, steps=steps)
 
     def nbytes(self) -> int:
         """Bytes this trace holds in memory (attention dominates)."""

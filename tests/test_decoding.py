@@ -80,7 +80,7 @@ def test_same_tokens_says_no_when_the_recompute_logits_would_choose_otherwise(mo
     DecodeSettings(max_new_tokens=9, cache="static"),
 ], ids=["greedy", "sampled", "static"])
 def test_lockstep_repeated_timing_records_exactly_what_one_pass_alone_records(model, tokenizer, settings):
-    result = run(model, tokenizer, PROMPT, settings)  # 3 timed passes in lockstep
+    result = run(model, tokenizer, PROMPT, settings)  # 2 or 3 timed passes in lockstep
     ids = torch.tensor(tokenizer(PROMPT)["input_ids"])
     n = settings.max_new_tokens
     single = {Mode.CACHED: decode_cached(model, ids, Sampler(settings), n, settings.cache)}  # one pass, mode by mode
@@ -93,7 +93,9 @@ def test_lockstep_repeated_timing_records_exactly_what_one_pass_alone_records(mo
         assert [(s.top_ids, s.top_logits) for s in trace.steps] == [(s.top_ids, s.top_logits) for s in tape.steps]
         if mode != Mode.RECOMPUTE_LAST:
             assert torch.equal(trace.attention, tape.attention.to(torch.float16))
-        assert all(len(s.pass_seconds) == 3 and s.seconds == min(s.pass_seconds) for s in trace.steps)
+        passes = result.timing.passes - (mode == Mode.RECOMPUTE_LAST)  # it joins at the first timing-only pass
+        assert all(len(s.pass_seconds) == passes and s.seconds == min(s.pass_seconds) for s in trace.steps)
+    assert result.timing.complete and result.timing.passes in (2, 3)
     for mode in (Mode.RECOMPUTE, Mode.RECOMPUTE_LAST):  # whole logit vectors, through the comparison
         alone, locked = Agreement.of(single[Mode.CACHED].logits, single[mode].logits), result.comparison.agreement[mode]
         assert np.array_equal(alone.max_abs_dlogit, locked.max_abs_dlogit) and np.array_equal(alone.kl, locked.kl)

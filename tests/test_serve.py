@@ -170,3 +170,73 @@ def test_a_result_that_cannot_be_sized_still_reaches_its_waiters():
     server = serve.Server(slots=1, nbytes=len)
     assert server.request("odd", lambda job: 42).result(WAIT) == 42  # len(42) fails: not kept, no hang
     assert server.stored_keys() == [] and server.request("next", lambda job: "ok").result(WAIT) == "ok"
+
+
+def refinement(order: list, name: str, steps: int, gate: threading.Event | None = None):
+    """A refinement of ``steps`` steps calling job.checkpoint() between them; waits on ``gate`` after step 1."""
+    def compute(job):
+        for step in range(steps):
+            order.append(f"{name}{step}")
+            if step == 0 and gate is not None:
+                gate.wait(WAIT)
+            job.checkpoint()
+        return name
+    return compute
+
+
+def test_every_first_result_runs_before_any_refinement_queued_earlier():
+    server = serve.Server(slots=1)
+    _, release = blocker(server)
+    order: list[str] = []
+    late = server.request("refine-a", refinement(order, "r", 1), priority=serve.REFINE)
+    first = server.request("b", recorder(order, "b"))
+    assert server.place(first).ahead == 1 and server.place(late).ahead == 2  # b goes before the refinement
+    release.set()
+    assert late.result(WAIT) == "r" and first.result(WAIT) == "b"
+    assert order == ["b", "r0"]
+    assert server.decodes == 2 and server.refines == 1  # the blocker and b are decodes; the refinement is not
+
+
+def test_a_running_refinement_steps_aside_at_its_next_step_for_a_first_result():
+    server = serve.Server(slots=1)
+    order: list[str] = []
+    gate = threading.Event()
+    refine = server.request("refine-a", refinement(order, "r", 3, gate), priority=serve.REFINE)
+    deadline = time.monotonic() + WAIT
+    while refine.state != "running" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first = server.request("b", recorder(order, "b"))
+    assert server.place(first).ahead == 0  # the refinement will step aside: nothing runs before b
+    gate.set()
+    assert first.result(WAIT) == "b" and refine.result(WAIT) == "r"
+    assert order == ["r0", "b", "r1", "r2"]  # b ran at the refinement's first step boundary
+    assert refine.paused_seconds > 0
+
+
+def test_a_refinement_nobody_waits_for_is_dropped_at_its_next_step():
+    server = serve.Server(slots=1)
+    order: list[str] = []
+    gate = threading.Event()
+    refine = server.request("refine-a", refinement(order, "r", 3, gate), priority=serve.REFINE, waiter="s1")
+    deadline = time.monotonic() + WAIT
+    while refine.state != "running" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server.request("refine-b", refinement(order, "q", 1), priority=serve.REFINE, waiter="s1")  # s1 moved on
+    gate.set()
+    with pytest.raises(serve.Dropped):
+        refine.result(WAIT)
+    assert order[:1] == ["r0"] and "r1" not in order and server.skipped == 1
+
+
+def test_a_refinement_someone_still_waits_for_is_not_dropped():
+    server = serve.Server(slots=1)
+    order: list[str] = []
+    gate = threading.Event()
+    refine = server.request("refine-a", refinement(order, "r", 3, gate), priority=serve.REFINE, waiter="s1")
+    server.request("refine-a", refinement(order, "x", 1), priority=serve.REFINE, waiter="s2")  # joins it
+    deadline = time.monotonic() + WAIT
+    while refine.state != "running" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server.request("refine-b", refinement(order, "q", 1), priority=serve.REFINE, waiter="s1")  # s1 moved on, s2 not
+    gate.set()
+    assert refine.result(WAIT) == "r" and order[:3] == ["r0", "r1", "r2"]

@@ -1,75 +1,18 @@
-"""One server, many students: a FIFO decode queue and shared results.
-
-Streamlit runs every browser session as a thread of one process. Left alone, thirty students
-opening a teacher's link start thirty identical decodes that share the CPU, all finish together,
-and every timing they show is wrong. Here a decode is a *job* run by the server's own worker
-threads, and sessions only wait for it:
-
-* single flight: jobs are keyed by (model, precision, settings); asking for a key that is queued
-  or running joins that job instead of starting another one;
-* one queue: at most ``slots`` jobs run at once (from the core count: 1 on 2 cores), the others
-  wait in FIFO order, and a waiter can see its place and an estimate of the wait;
-* a job whose waiters have all gone (tabs closed, or they asked for something else) is skipped
-  when its turn comes, so nobody waits behind it;
-* finished results are kept for the next session that asks, oldest evicted first beyond a byte
-  budget; ``fresh=True`` (the Run button: new timings) ignores a finished result but still joins
-  a job in flight, which is a fresh run too.
-
-Streamlit-free: the app passes the decode as a function, and for each waiting session an id and a
-liveness check. Every job started and skipped is logged on the ``gptviz.serve`` logger.
-"""
+"""The in-process decode queue and result store: one per Streamlit server (see gptviz/serve/__init__.py)."""
 
 from __future__ import annotations
 
 import collections
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Hashable
-from concurrent.futures import CancelledError, Future
-from dataclasses import dataclass
+from concurrent.futures import Future
 from typing import Any
 
-import torch
+from gptviz.serve import DEFAULT_MAX_BYTES, FIRST, RATE_MEMORY, Dropped, Place, default_slots
 
-log = logging.getLogger(__name__)
-
-DEFAULT_MAX_BYTES = 256 * 2**20  # finished results kept for other sessions, by their own size
-CORES_PER_SLOT = 4  # one timed decode per 4 cores: 1 on a 2- or 4-core server, 4 on 16 cores
-RATE_MEMORY = 0.5  # weight of the newest run in the seconds-per-size estimate (exponential average)
-
-
-def cores() -> int:
-    """CPU cores this process may use (its affinity mask, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def default_slots(n_cores: int | None = None) -> int:
-    """Decodes timed at once: few enough that each has the cores its timings assume."""
-    return max(1, (cores() if n_cores is None else n_cores) // CORES_PER_SLOT)
-
-
-_threads_lock = threading.Lock()
-_threads_set: int | None = None
-
-
-def set_torch_threads(slots: int) -> int:
-    """Give each of ``slots`` concurrent decodes an equal share of the cores, once per process.
-
-    torch's thread count is process-wide: sessions setting it as they go would change each other's
-    timings mid-run. OMP_NUM_THREADS, when the operator set it, wins. Returns the count in force.
-    """
-    global _threads_set
-    with _threads_lock:
-        if _threads_set is None:
-            if not os.environ.get("OMP_NUM_THREADS"):
-                torch.set_num_threads(max(1, cores() // slots))
-            _threads_set = torch.get_num_threads()
-        return _threads_set
+log = logging.getLogger("gptviz.serve")
 
 
 def _always_alive() -> bool:
@@ -79,20 +22,30 @@ def _always_alive() -> bool:
 class Job:
     """One decode, shared by every session that asked for its key; ``future`` holds its result."""
 
-    def __init__(self, key: Hashable, compute: Callable[[Job], Any], size: float, size_kind: Hashable):
+    def __init__(self, server: Server, key: Hashable, compute: Callable[[Job], Any], size: float, size_kind: Hashable,
+                 priority: int):
         self.key = key
-        self.compute = compute  # compute(job) -> result; may call job.report(progress) as it goes
+        self.compute = compute  # compute(job) -> result; may call job.report(progress) and job.checkpoint()
         self.size, self.size_kind = size, size_kind  # for the estimate: seconds ≈ size × learned rate
+        self.priority = priority  # FIRST or REFINE: lower runs first
         self.future: Future = Future()
         self.progress: Any = None  # the latest report(): whatever the compute function describes itself with
         self.queued_at = time.monotonic()
         self.started_at: float | None = None
         self.finished_at: float | None = None
+        self.paused_seconds = 0.0  # time spent stepped aside for first results (not part of its own cost)
+        self.paused = False
         self.waiters: dict[Hashable, Callable[[], bool]] = {}  # waiter id -> is it still there?
+        self._server = server
 
     def report(self, progress: Any) -> None:
         """Called by the compute function (on the worker thread): what waiters see as progress."""
         self.progress = progress
+
+    def checkpoint(self) -> None:
+        """Called by the compute function between steps: a refinement steps aside here while a first result
+        waits, and stops (raising Dropped) when nobody waits for it any more. A first result never pauses."""
+        self._server._checkpoint(self)
 
     @property
     def state(self) -> str:
@@ -100,7 +53,9 @@ class Job:
             return "skipped"
         if self.future.done():
             return "done"
-        return "queued" if self.started_at is None else "running"
+        if self.started_at is None:
+            return "queued"
+        return "paused" if self.paused else "running"
 
     def abandoned(self) -> bool:
         """True when no waiter is left to see the result."""
@@ -116,18 +71,6 @@ class Job:
         return (time.monotonic() if self.started_at is None else self.started_at) - self.queued_at
 
 
-@dataclass(frozen=True)
-class Place:
-    """Where a queued job stands: runs that will finish or start before it, and about how long that takes."""
-
-    ahead: int  # running jobs plus queued jobs in front of it
-    seconds: float | None  # estimated wait until it starts; None until a run of its kind has been timed
-
-    def describe(self) -> str:
-        runs = f"{self.ahead} run{'s' if self.ahead != 1 else ''} ahead of you"
-        return runs if self.seconds is None else f"{runs}, about {max(1, round(self.seconds))} s"
-
-
 class Server:
     """The decode queue and the shared results of one process (one per Streamlit server)."""
 
@@ -136,12 +79,14 @@ class Server:
         self.slots = default_slots() if slots is None else slots
         self.max_bytes = max_bytes
         self.nbytes = nbytes  # size of a finished result, for eviction
-        self.decodes = 0  # jobs executed (started), since the server began
-        self.skipped = 0  # jobs skipped because every waiter had gone
+        self.decodes = 0  # first-result jobs executed (started), since the server began
+        self.refines = 0  # refinement jobs executed (started)
+        self.skipped = 0  # jobs skipped or dropped because every waiter had gone
         self._lock = threading.Condition()
         self._queue: collections.deque[Job] = collections.deque()
         self._running: list[Job] = []
-        self._in_flight: dict[Hashable, Job] = {}  # queued or running, by key
+        self._paused: list[Job] = []  # refinements stepped aside for first results, in the order they paused
+        self._in_flight: dict[Hashable, Job] = {}  # queued, running or paused, by key
         self._done: collections.OrderedDict[Hashable, tuple[Job, int]] = collections.OrderedDict()
         self._rates: dict[Hashable, float] = {}  # seconds per unit of size, by kind
         self._workers: list[threading.Thread] = []
@@ -149,15 +94,16 @@ class Server:
     # ---- what sessions call ------------------------------------------------------------------
     def request(self, key: Hashable, compute: Callable[[Job], Any], *, fresh: bool = False,
                 waiter: Hashable | None = None, alive: Callable[[], bool] = _always_alive, size: float = 1.0,
-                size_kind: Hashable = None) -> Job:
+                size_kind: Hashable = None, priority: int = FIRST) -> Job:
         """The job for ``key``: a finished one (unless ``fresh``), the one in flight, or a new one queued.
 
-        ``waiter`` (e.g. a session id) waits for one job at a time: asking for another key leaves the
-        queued job it waited for before. ``alive()`` says whether the waiter is still there.
+        ``waiter`` (e.g. a session id) waits for one job at a time: asking for another key leaves every other
+        job it waited for (a queued one is then skipped, a refinement dropped, if nobody else waits).
+        ``alive()`` says whether the waiter is still there.
         """
         with self._lock:
             if waiter is not None:
-                for job in self._queue:
+                for job in self._in_flight.values():
                     if job.key != key:
                         job.waiters.pop(waiter, None)
             job = self._in_flight.get(key)
@@ -165,7 +111,7 @@ class Server:
                 self._done.move_to_end(key)  # recently used: evicted last
                 return self._done[key][0]
             if job is None:
-                job = Job(key, compute, size, size_kind)
+                job = Job(self, key, compute, size, size_kind, priority)
                 self._in_flight[key] = job
                 self._queue.append(job)
                 self._start_workers()
@@ -173,32 +119,49 @@ class Server:
             job.waiters[object() if waiter is None else waiter] = alive
             return job
 
+    def finished(self, key: Hashable) -> Job | None:
+        """The stored job of ``key`` if one finished (and was kept), else None; queues nothing."""
+        with self._lock:
+            entry = self._done.get(key)
+            return None if entry is None else entry[0]
+
     def leave(self, job: Job, waiter: Hashable) -> None:
         """``waiter`` no longer wants ``job``: a queued job nobody wants is skipped when its turn comes."""
         with self._lock:
             job.waiters.pop(waiter, None)
 
     def place(self, job: Job) -> Place:
-        """How many runs are ahead of a queued ``job`` and the estimated wait until it starts."""
+        """How many runs are ahead of a queued ``job`` and the estimated wait until it starts.
+
+        A running refinement does not count before a first result: it steps aside at its next step."""
         with self._lock:
             if job.state != "queued":
                 return Place(0, 0.0)
             now = time.monotonic()
             ahead, seconds, known = 0, 0.0, True
-            for other in self._running:
+            for other in self._running + self._paused:
+                if other.priority > job.priority:
+                    continue
                 ahead += 1
                 estimate = self._estimate(other)
                 known = known and estimate is not None
-                seconds += max(0.0, (estimate or 0.0) - (now - other.started_at))
+                seconds += max(0.0, (estimate or 0.0) - (now - other.started_at - other.paused_seconds))
             for other in self._queue:
                 if other is job:
                     break
-                if other.abandoned():
-                    continue  # it will be skipped
+                if other.abandoned() or other.priority > job.priority:
+                    continue  # it will be skipped, or it runs after this one
                 ahead += 1
                 estimate = self._estimate(other)
                 known = known and estimate is not None
                 seconds += estimate or 0.0
+            if job.priority > FIRST:  # first results asked for later still go before it
+                for other in self._queue:
+                    if other.priority < job.priority and not other.abandoned() and other.queued_at > job.queued_at:
+                        ahead += 1
+                        estimate = self._estimate(other)
+                        known = known and estimate is not None
+                        seconds += estimate or 0.0
             return Place(ahead, seconds / self.slots if known else None)
 
     def queued(self) -> int:
@@ -216,18 +179,31 @@ class Server:
 
     # ---- the workers ---------------------------------------------------------------------------
     def _start_workers(self) -> None:
-        while len(self._workers) < self.slots:
+        # Two threads a slot: a refinement that stepped aside keeps its thread while a first result takes the slot.
+        while len(self._workers) < 2 * self.slots:
             worker = threading.Thread(target=self._work, name=f"gptviz-decode-{len(self._workers)}", daemon=True)
             self._workers.append(worker)
             worker.start()
+
+    def _startable(self) -> Job | None:
+        """The next job to start (under the lock): the first queued job of the most urgent priority, if a slot
+        is free; a refinement only while no paused refinement waits to resume (that one goes first)."""
+        if len(self._running) >= self.slots or not self._queue:
+            return None
+        job = min(self._queue, key=lambda j: j.priority)  # min keeps the first of equals: FIFO within a priority
+        if job.priority > FIRST and self._paused:
+            return None
+        return job
 
     def _next(self) -> Job:
         """Block until a job may start; skip the abandoned ones (their futures are cancelled)."""
         with self._lock:
             while True:
-                while not self._queue:
+                job = self._startable()
+                if job is None:
                     self._lock.wait()
-                job = self._queue.popleft()
+                    continue
+                self._queue.remove(job)
                 if job.abandoned():
                     self._in_flight.pop(job.key, None)
                     job.future.cancel()
@@ -237,9 +213,14 @@ class Server:
                 job.started_at = time.monotonic()
                 job.future.set_running_or_notify_cancel()
                 self._running.append(job)
-                self.decodes += 1
-                log.info("gptviz.serve decode started decodes_executed=%d waiters=%d queued=%d waited=%.2fs key=%s",
-                         self.decodes, len(job.waiters), len(self._queue), job.queue_seconds, job.key)
+                if job.priority == FIRST:
+                    self.decodes += 1
+                    log.info("gptviz.serve decode started decodes_executed=%d waiters=%d queued=%d waited=%.2fs "
+                             "key=%s", self.decodes, len(job.waiters), len(self._queue), job.queue_seconds, job.key)
+                else:
+                    self.refines += 1
+                    log.info("gptviz.serve refine started refines_executed=%d waiters=%d queued=%d waited=%.2fs "
+                             "key=%s", self.refines, len(job.waiters), len(self._queue), job.queue_seconds, job.key)
                 return job
 
     def _work(self) -> None:
@@ -251,9 +232,37 @@ class Server:
                 result, error = None, exc
             self._finish(job, result, error)
 
+    def _first_waiting(self, job: Job) -> bool:
+        return any(o.priority < job.priority and not o.abandoned() for o in self._queue)
+
+    def _checkpoint(self, job: Job) -> None:
+        with self._lock:
+            if job.priority == FIRST:
+                return
+            if job.abandoned():
+                raise Dropped(f"nobody waits for {job.key!r} any more")
+            if not self._first_waiting(job):
+                return
+            paused_at = time.monotonic()
+            self._running.remove(job)
+            self._paused.append(job)
+            job.paused = True
+            self._lock.notify_all()  # a worker may start the first result now
+            log.info("gptviz.serve refine paused for a first result key=%s", job.key)
+            self._lock.wait_for(lambda: (not self._first_waiting(job) and len(self._running) < self.slots
+                                         and self._paused[0] is job) or job.abandoned())
+            self._paused.remove(job)
+            self._running.append(job)
+            job.paused = False
+            job.paused_seconds += time.monotonic() - paused_at
+            self._lock.notify_all()
+            if job.abandoned():
+                raise Dropped(f"nobody waits for {job.key!r} any more")
+
     def _finish(self, job: Job, result: Any, error: BaseException | None) -> None:
         job.finished_at = time.monotonic()
-        seconds = job.finished_at - job.started_at
+        seconds = job.finished_at - job.started_at - job.paused_seconds
+        word = "decode" if job.priority == FIRST else "refine"
         with self._lock:
             self._running.remove(job)
             if self._in_flight.get(job.key) is job:
@@ -264,8 +273,12 @@ class Server:
                     self._store(job, result)
                 except Exception:  # a result that cannot be sized is not kept; its waiters still get it
                     log.exception("gptviz.serve could not store the result of key=%s", job.key)
-        log.info("gptviz.serve decode finished in %.2fs %s decodes_executed=%d", seconds,
-                 "ok" if error is None else f"error={error.__class__.__name__}", self.decodes)
+            elif isinstance(error, Dropped):
+                self.skipped += 1
+            self._lock.notify_all()  # a slot is free
+        outcome = "ok" if error is None else "dropped (nobody waiting)" if isinstance(error, Dropped) \
+            else f"error={error.__class__.__name__}"
+        log.info("gptviz.serve %s finished in %.2fs %s decodes_executed=%d", word, seconds, outcome, self.decodes)
         # Set last: a waiter woken by the result finds the store and the queue already updated.
         if error is None:
             job.future.set_result(result)
@@ -292,6 +305,3 @@ class Server:
         while total > self.max_bytes:
             _, (_, evicted) = self._done.popitem(last=False)  # least recently used first
             total -= evicted
-
-
-__all__ = ["CancelledError", "Job", "Place", "Server", "cores", "default_slots", "set_torch_threads"]

@@ -1,0 +1,94 @@
+"""A run in two parts: the first pass shows everything but refined timing; timing passes stop once they agree."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from gptviz import DecodeError, DecodeSettings, Mode, refine, run, start
+from gptviz.models import random_model
+
+PROMPT = "the cat sat on"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model(layers=2, heads=2, d_model=32, vocab=64, context=96, seed=3)
+
+
+def _slow_forward(monkeypatch, model, seconds):
+    """Every forward pass sleeps ``seconds(pass_of_recompute)`` first: a slow machine the test controls.
+    The sleep dwarfs the tiny model's own ~1 ms, so whether passes agree is decided by the test, not by load."""
+    forward, count = model.forward, {"recompute_calls": 0}
+
+    def slowed(*args, **kwargs):
+        if kwargs.get("use_cache") is False:
+            count["recompute_calls"] += 1
+        time.sleep(seconds(count["recompute_calls"]))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", slowed)
+
+
+def test_first_pass_has_every_number_but_refined_timing(model, tokenizer):
+    settings = DecodeSettings(max_new_tokens=8)
+    first = start(model, tokenizer, PROMPT, settings)
+    assert set(first.traces) == {Mode.CACHED, Mode.RECOMPUTE}  # recompute-last only refines timing
+    assert not first.timing.complete and first.timing.passes == 1
+    assert first.cached.attention is not None and first.recompute.attention is not None
+    assert all(len(s.pass_seconds) == 1 for s in first.cached.steps)
+    whole = run(model, tokenizer, PROMPT, settings)  # start + refine, the tokens and logits the same
+    assert whole.cached.token_ids == first.cached.token_ids
+    a, b = first.comparison.agreement[Mode.RECOMPUTE], whole.comparison.agreement[Mode.RECOMPUTE]
+    assert np.array_equal(a.max_abs_dlogit, b.max_abs_dlogit)
+    assert torch.equal(first.recompute.attention, whole.recompute.attention)
+
+
+def test_refine_adds_a_pass_without_touching_the_run_it_was_given(model, tokenizer):
+    first = start(model, tokenizer, PROMPT, DecodeSettings(max_new_tokens=8))
+    before = [s.pass_seconds[:] for s in first.cached.steps]
+    second = refine(model, tokenizer, first)
+    assert [s.pass_seconds for s in first.cached.steps] == before  # other sessions may be showing it
+    assert Mode.RECOMPUTE_LAST not in first.traces and Mode.RECOMPUTE_LAST not in first.comparison.agreement
+    assert second.timing.passes == 2
+    assert all(len(s.pass_seconds) == 2 and s.seconds == min(s.pass_seconds) for s in second.cached.steps)
+    last = second.traces[Mode.RECOMPUTE_LAST]
+    assert last.attention is None  # a timing pass stores no attention rows
+    assert last.token_ids == first.cached.token_ids
+    assert second.comparison.agreement[Mode.RECOMPUTE_LAST].max_abs_dlogit.max() < 1e-4
+    assert second.recompute.attention is first.recompute.attention  # shared, not copied
+
+
+def test_passes_that_agree_stop_at_two(model, tokenizer, monkeypatch):
+    _slow_forward(monkeypatch, model, lambda n: 0.02)  # every pass alike
+    result = run(model, tokenizer, PROMPT, DecodeSettings(max_new_tokens=5, timed_passes=3))
+    assert result.timing.complete and result.timing.agreed and result.timing.passes == 2
+
+
+def test_passes_that_disagree_take_the_most_allowed(model, tokenizer, monkeypatch):
+    steps = 5  # the first pass's recompute calls are 1..5; from the second pass on, they sleep 6x longer
+    _slow_forward(monkeypatch, model, lambda n: 0.01 if n <= steps else 0.06)
+    result = run(model, tokenizer, PROMPT, DecodeSettings(max_new_tokens=steps, timed_passes=3))
+    assert result.timing.complete and not result.timing.agreed and result.timing.passes == 3
+    recompute = result.recompute.steps
+    assert all(s.seconds == min(s.pass_seconds) < 0.05 for s in recompute)  # each step's fastest pass: the first
+
+
+def test_one_timed_pass_still_times_every_mode(model, tokenizer):
+    result = run(model, tokenizer, PROMPT, DecodeSettings(max_new_tokens=4, timed_passes=1))
+    assert set(result.traces) == set(Mode) and result.timing.complete
+
+
+def test_a_timing_pass_that_chooses_other_tokens_is_refused(model, tokenizer, monkeypatch):
+    first = start(model, tokenizer, PROMPT, DecodeSettings(max_new_tokens=6))
+    forward = model.forward
+
+    def shifted(*args, **kwargs):  # a model that no longer decodes as it did: other logits, other tokens
+        out = forward(*args, **kwargs)
+        out.logits = out.logits.roll(1, dims=-1)
+        return out
+
+    monkeypatch.setattr(model, "forward", shifted)
+    with pytest.raises(DecodeError, match="other tokens"):
+        refine(model, tokenizer, first)
