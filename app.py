@@ -9,8 +9,12 @@ link (or every AppTest rerun) would run the page file alone, without this script
 import streamlit as st
 
 from gptviz.hosting import HostingConfigError
-from views import _common as common
 from views import _links
+from views._model import policy
+from views._runs import show_notice
+from views._sidebar import presenter_toggle, sidebar
+from views._style import close_sidebar_on_small_screens, page_style, small_screen_hint
+from views._wait import run_if_needed
 
 st.set_page_config(page_title="gptviz: KV cache vs recompute", page_icon="🔁", layout="wide")
 
@@ -27,7 +31,7 @@ PAGES = [
 page = st.navigation(PAGES)
 
 try:
-    policy = common.policy()  # an operator's typo in a GPTVIZ_* variable stops here, in one line, before any page
+    hosting = policy()  # an operator's typo in a GPTVIZ_* variable stops here, in one line, before any page
 except HostingConfigError as exc:
     st.error(f"**This server is misconfigured:** {exc}", icon=":material/settings_alert:")
     st.stop()
@@ -37,18 +41,18 @@ except HostingConfigError as exc:
 # session that opened on /attention with a decode on screen wrote only its first Step change to the URL).
 messages = st.container()
 with messages:
-    _links.check_link(policy)  # a link's refused or clamped values: fixed before the sidebar reads it, said once
+    _links.check_link(hosting)  # a link's refused or clamped values: fixed before the sidebar reads it, said once
 
 # Run and the presenter switch first, right under the page list: reachable without scrolling on a 720 px projector.
 clicked = st.sidebar.button("Run", type="primary", key="run", width="stretch", icon=":material/play_arrow:")
-common.presenter_toggle(st.sidebar)
-common.page_style()
-settings = common.sidebar()
+presenter_toggle(st.sidebar)
+page_style()
+settings = sidebar()
 st.sidebar.caption("The address bar always holds a link to these exact settings (presenter mode too): share it.")
-common.small_screen_hint()
+small_screen_hint()
 with messages:
     if clicked:
-        common.close_sidebar_on_small_screens()
-    common.run_if_needed(settings, clicked)
-    common.show_notice()
+        close_sidebar_on_small_screens()
+    run_if_needed(settings, clicked)
+    show_notice()
 page.run()

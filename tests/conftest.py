@@ -70,9 +70,9 @@ def _single_thread():
 @pytest.fixture(autouse=True)
 def _own_app_server():
     """Each test's app sessions get a fresh decode queue and result store: no run shared across tests."""
-    common = sys.modules.get("views._common")  # imported by the first AppTest run
-    if common is not None:
-        common.server.clear()
+    wait = sys.modules.get("views._wait")  # imported by the first AppTest run
+    if wait is not None:
+        wait.server.clear()
     yield
 
 

@@ -12,7 +12,8 @@ from streamlit.testing.v1 import AppTest
 
 from gptviz import display, ui_state
 from tests.conftest import TINY_SOURCE
-from views import _common as common
+from views._model import load_model
+from views._wait import server
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 TIMEOUT = 120  # the first run imports torch and loads a model
@@ -173,9 +174,9 @@ def test_logit_lens_last_layer_predicts_the_runs_first_token():
 def test_students_with_the_same_link_share_one_decode_and_run_gives_a_fresh_one():
     first, second = start(), start()
     assert shown(second) is shown(first)  # one Result for both sessions
-    assert common.server().decodes == 1
+    assert server().decodes == 1
     second.button(key="run").click().run()  # Run on unchanged settings: fresh timings, for this student only
-    assert shown(second) is not shown(first) and common.server().decodes == 2
+    assert shown(second) is not shown(first) and server().decodes == 2
     assert shown(second).run.text == shown(first).run.text
     assert shown(start()) is shown(second)  # the next visitor gets the newest run
 
@@ -188,11 +189,11 @@ def test_a_student_queued_behind_another_run_sees_the_wait():
         release.wait(TIMEOUT)
         return other
 
-    common.server().request("another student's settings", another_students_run)
+    server().request("another student's settings", another_students_run)
 
     def release_once_queued():  # however slow the machine, the student is queued before the other run ends
         deadline = time.monotonic() + TIMEOUT
-        while common.server().queued() == 0 and time.monotonic() < deadline:
+        while server().queued() == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(1.0)
         release.set()
@@ -202,12 +203,12 @@ def test_a_student_queued_behind_another_run_sees_the_wait():
     label = at.status[0].label
     assert label.startswith("Done: 5 tokens, 3 ways"), label
     assert re.search(r"waited [1-9]\d* s for the 1 run ahead of you", label), label
-    assert common.server().decodes == 3
+    assert server().decodes == 3
 
 
 def test_the_overview_says_no_when_the_recompute_pass_would_choose_other_tokens(monkeypatch):
     at = start()
-    model = common.load_model(TINY_SOURCE, "float32").model  # the model the app decodes with
+    model = load_model(TINY_SOURCE, "float32").model  # the model the app decodes with
     forward, noise = model.forward, torch.Generator().manual_seed(0)
 
     def perturbed(*args, use_cache=None, **kwargs):  # disturb only the recompute passes' logits

@@ -67,11 +67,11 @@ def test_a_bad_config_json_gets_a_message():
 
 
 def test_a_second_session_gets_the_shared_lab_result_without_computing():
-    from views import _common as common
+    from views._wait import server
 
     first = lab_page()
-    jobs = common.server().decodes  # every job the server has started: decodes and labs
-    assert any(isinstance(k, tuple) and k[0] == "lab" for k in common.server().stored_keys())
+    jobs = server().decodes  # every job the server has started: decodes and labs
+    assert any(isinstance(k, tuple) and k[0] == "lab" for k in server().stored_keys())
     second = lab_page()  # another student, same settings
-    assert common.server().decodes == jobs
+    assert server().decodes == jobs
     assert tables(second)[0].equals(tables(first)[0])

@@ -13,6 +13,7 @@ import streamlit as st
 from gptviz import links, ui_state
 from gptviz.hosting import Policy
 
+URL = "query-params"  # bind=URL: a widget kept in the address bar, so the link always holds the view
 CHECKED = "gptviz_link_checked"  # session key: the link was checked (holds the notes still to show)
 
 

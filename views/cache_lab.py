@@ -6,14 +6,17 @@ import streamlit as st
 
 from gptviz import lab
 from gptviz.lab import figures
-from views import _common as common
+from views._model import loaded
+from views._runs import require
+from views._style import chart, intro
+from views._wait import server, this_session
 
 
 def lab_report(lm, source: str, dtype: str, settings: lab.LabSettings) -> lab.LabReport:
     """From the server's queue (one timed job at a time): computed once per model + settings, for every session."""
     lab.check(settings, lm.model.config)  # a bad setting is refused at once, without queueing
-    waiter, alive = common._waiter()
-    job = common.server().request(("lab", source, dtype, settings), lambda job: lab.run(lm.model, lm.tokenizer,
+    waiter, alive = this_session()
+    job = server().request(("lab", source, dtype, settings), lambda job: lab.run(lm.model, lm.tokenizer,
                                   settings), waiter=waiter, alive=alive, size=settings.max_new_tokens,
                                   size_kind=("lab", lm.name, dtype))
     with st.spinner("Running every cache variant on this model: one job at a time on this server, shared by "
@@ -22,13 +25,13 @@ def lab_report(lm, source: str, dtype: str, settings: lab.LabSettings) -> lab.La
 
 
 st.title("Cache lab: what a smaller KV cache costs")
-common.intro(
+intro(
     "Real servers shrink the KV cache: fewer bits, a window of recent tokens, shared prefixes, fewer K/V heads. "
     "Each variant below is a real transformers cache object run on **this** model and fed **the same tokens** as "
     "the exact cache, so every step compares like for like; its bytes are read off the cache's own tensors."
 )
-result = common.require()
-lm = common.loaded(result)
+result = require()
+lm = loaded(result)
 heads, context = lm.model.config.n_head, lm.model.config.n_positions
 c, default = st.columns(5), lab.LabSettings()
 window = c[0].number_input("Window W", 0, 100_000, min(default.window, context), key="lab_window",
@@ -58,9 +61,9 @@ st.caption(f"{len(report.exact_tokens)} tokens after a {len(report.prompt_ids)}-
 for backend, reason in report.missing.items():
     st.info(f"**{backend}** left out: {reason}")
 st.dataframe(report.summary(), hide_index=True, width="stretch")
-common.chart(figures.drift(report), "lab_drift", "each line's height is what that cache costs in exactness: "
+chart(figures.drift(report), "lab_drift", "each line's height is what that cache costs in exactness: "
              "a window is exact until it fills, quantized and pooled caches differ from the first step.")
-common.chart(figures.cache_bytes(report), "lab_bytes", "a window stops growing once it is full, fp8 holds about a "
+chart(figures.cache_bytes(report), "lab_bytes", "a window stops growing once it is full, fp8 holds about a "
              "quarter of float32, and fewer K/V heads divide the bytes by the group size.")
 st.markdown(lab.text.variants(report))
 
@@ -70,7 +73,7 @@ if report.precision.rows:
     small = st.column_config.NumberColumn(format="%.1e")
     st.dataframe(report.precision.summary(), hide_index=True, width="stretch",
                  column_config={"max |Δ| cached vs recompute": small, "max |Δ| vs float64": small})
-    common.chart(figures.precision_gap(report.precision), "lab_precision", "the gap between cached and "
+    chart(figures.precision_gap(report.precision), "lab_precision", "the gap between cached and "
                  "recomputed logits shrinks with every extra bit: bfloat16 above float16 above float32 above float64.")
 
 st.subheader("Shared prefix: prefill once, continue twice")
@@ -85,7 +88,7 @@ st.dataframe(p.to_frame(), hide_index=True, width="stretch")
 
 st.subheader("Paged blocks: reserve per block, not per maximum length")
 st.dataframe(paged.summary(), hide_index=True, width="stretch")
-common.chart(figures.block_table(paged), "lab_blocks", "sequences that share a prompt point at the same physical "
+chart(figures.block_table(paged), "lab_blocks", "sequences that share a prompt point at the same physical "
              "blocks; only each sequence's last block is partly empty.")
 
 st.subheader("KV size of any model: count K/V heads, not query heads")

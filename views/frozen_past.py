@@ -3,18 +3,20 @@
 import streamlit as st
 
 from gptviz import compare, plots
-from views import _common as common
+from views._model import hidden_drift, loaded
+from views._runs import require
+from views._style import chart, intro
 
 st.title("Why the past is frozen")
-common.intro(
+intro(
     "Wouldn't it be better to recompute old tokens, now that more text has arrived? Not in GPT-2: the "
     "**causal mask** stops every token from looking at later ones, so appending a word cannot change anything "
     "already computed, and recomputing gives the same numbers. Below we append one token at a time and measure "
     "how far the old tokens' hidden states move, with the mask and with it switched off."
 )
-result = common.require()
+result = require()
 run = result.run
-lm = common.loaded(result)
+lm = loaded(result)
 ids = tuple(run.cached.prompt_ids + run.cached.token_ids)
 if len(ids) < 3:
     st.info("Need at least 3 tokens (prompt + generated) to measure drift.")
@@ -27,13 +29,13 @@ else:
     points = 1
     st.caption("One prefix length to test (a prefix of 2 tokens, then the third appended): generate more tokens "
                "to test more.")
-drift = common.hidden_drift(lm, result.settings.source, result.settings.dtype, ids, points)
+drift = hidden_drift(lm, result.settings.source, result.settings.dtype, ids, points)
 
 masked, unmasked = (compare.largest_drift(drift, causal) for causal in (True, False))
 cols = st.columns(2)
 cols[0].metric("Largest drift with the causal mask", f"{masked:.1e}")
 cols[1].metric("Largest drift without the mask", f"{unmasked:.2f}")
-common.chart(plots.hidden_drift(drift), "hidden_drift", "with the mask the drift is rounding error (the "
+chart(plots.hidden_drift(drift), "hidden_drift", "with the mask the drift is rounding error (the "
              "numbers on the bars); without it the old states move by a visible amount at every layer.")
 
 st.markdown(

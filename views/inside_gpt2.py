@@ -3,17 +3,19 @@
 import streamlit as st
 
 from gptviz import anatomy, display, plots
-from views import _common as common
+from views._model import loaded, logit_lens
+from views._runs import require
+from views._style import chart, intro
 
 st.title("Inside GPT-2")
-common.intro(
+intro(
     "This is the model that just wrote for us, opened up. Text becomes token ids, each id picks a row of the "
     "**embedding matrix**, the rows pass through a stack of identical blocks, and the final vectors are "
     "compared with every row of that **same** embedding matrix to score each possible next token. Below, "
     "the read-out is applied after every block, so you can watch the guess take shape."
 )
-result = common.require()
-lm = common.loaded(result)
+result = require()
+lm = loaded(result)
 info = lm.info
 
 cols = st.columns(5)
@@ -37,11 +39,11 @@ text = st.text_area("Text to read (the prompt, so the last row is the run's firs
                     key="lens_text", height=100)
 k = st.slider("Top tokens per layer", 1, 10, 5, key="lens_k")
 try:
-    lens = common.logit_lens(lm, result.settings.source, result.settings.dtype, text, k)
+    lens = logit_lens(lm, result.settings.source, result.settings.dtype, text, k)
 except ValueError as exc:
     st.error(str(exc))
     st.stop()
-common.chart(plots.lens_top_tokens(lens), "lens", "the early layers guess common tokens; the guess settles in "
+chart(plots.lens_top_tokens(lens), "lens", "the early layers guess common tokens; the guess settles in "
              "the last layers, and the last row is the model's real choice.")
 final = lens[lens["layer"] == lens["layer"].max()].iloc[0]
 st.caption(f"The last row is exactly the model's own prediction: {display.token(final['token'])} with probability "

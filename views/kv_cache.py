@@ -3,16 +3,17 @@
 import streamlit as st
 
 from gptviz import anatomy, display, plots, registry, ui_state
-from views import _common as common
+from views._runs import require
+from views._style import chart, intro
 
 st.title("The KV cache: what is remembered, and how big it gets")
-common.intro(
+intro(
     "To skip recomputing, each layer keeps the **keys** and **values** of every token so far: two tensors of "
     "shape `[batch, heads, tokens, head_dim]`. They grow by one token per step. A *dynamic* cache grows by "
     "concatenation; a *static* cache reserves room for the longest text up front and writes into it. The "
     "memory is the price we pay for the speed."
 )
-result = common.require()
+result = require()
 run = result.run
 trace = run.cached
 kv = anatomy.KVTotals.of(trace)
@@ -26,9 +27,9 @@ cols[1].metric("Formula 2·L·H·d·t·bytes", display.in_unit(kv.formula, unit)
 cols[2].metric("Allocated", display.in_unit(kv.allocated, unit), help=f"{kv.allocated:,} B, {trace.cache_kind} cache")
 cols[3].metric("Per token", display.in_unit(kv.per_token, display.byte_unit(kv.per_token)), help=f"{kv.per_token:,} B")
 
-common.chart(plots.kv_per_layer(run), "kv_per_layer", "every layer grows by the same amount each step, and the "
+chart(plots.kv_per_layer(run), "kv_per_layer", "every layer grows by the same amount each step, and the "
              "stack lands exactly on the formula's diamonds: the cache holds nothing but keys and values.")
-common.chart(plots.kv_allocation(run), "kv_allocation", "a dynamic cache grows by one token a step; a static one "
+chart(plots.kv_allocation(run), "kv_allocation", "a dynamic cache grows by one token a step; a static one "
              "reserves the whole length at the start and fills it in.")
 
 st.subheader("Layout after the last step")
@@ -42,7 +43,7 @@ tokens = c2.number_input("Tokens", 1, 1_000_000, 1024, step=256, key="wi_tokens"
 dtype = c3.selectbox("Number format", ["float16", "float32"], index=1, key="wi_dtype")
 if names:
     shapes = {n: registry.SHAPES[n] for n in names}
-    common.chart(plots.kv_what_if(shapes, int(tokens), dtype), "kv_what_if", "every line grows in proportion to the "
+    chart(plots.kv_what_if(shapes, int(tokens), dtype), "kv_what_if", "every line grows in proportion to the "
                  "text, and the gap between two models is the same factor at every length (layers × width).")
     st.dataframe(ui_state.what_if_table(shapes, int(tokens), dtype), hide_index=True, width="stretch")
 else:

@@ -4,16 +4,18 @@ import streamlit as st
 
 import gptviz
 from gptviz import cost, display, ui_state
-from views import _common as common
+from views._model import loaded
+from views._runs import require
+from views._style import intro
 
 st.title("Does GPT-2 re-read the whole text for every new token?")
-common.intro(
+intro(
     "A language model writes one token at a time. It can either **keep** what it computed for the earlier "
     "tokens (a *KV cache*: only the newest token goes in) or **recompute** everything from scratch at each "
     "step. We just ran the same model both ways on the same prompt. If both give the same answers, the "
     "cache is a free lunch, and the other pages show why."
 )
-result = common.require()
+result = require()
 run, summary = result.run, result.run.summary()
 recompute = summary.recompute
 
@@ -33,7 +35,7 @@ if recompute is not None:
                    help=f"recompute {recompute.recompute_seconds:.3f} s vs cached {summary.cached_seconds:.3f} s "
                         "of forward passes")
 if recompute is not None:
-    shape = cost.Shape.of(common.loaded(result).model)
+    shape = cost.Shape.of(loaded(result).model)
     flops = cost.FlopsRatio.of(shape, run.cached.steps)
     cols[4].metric("FLOPs ratio, same run", display.speedup(flops.ratio),
                    help=f"recompute {flops.mode_flops:,} vs cached {flops.cached_flops:,} FLOPs (the cost model on "
@@ -48,7 +50,7 @@ if recompute is not None and not recompute.same_tokens:
                "another token than the cache did (it kept following the cached tokens, so every step stays "
                "comparable). Look at the **Side by side** page for the size of the difference.")
 if recompute is not None and recompute.speedup <= 1:
-    st.caption(display.no_gain_reason(common.loaded(result).info["parameters"], summary.prompt_tokens + summary.steps)
+    st.caption(display.no_gain_reason(loaded(result).info["parameters"], summary.prompt_tokens + summary.steps)
                + " The **Timing** page shows the FLOPs it saves.")
 elif recompute is not None and recompute.speedup < 1.5:
     st.caption(f"Only {recompute.speedup:.1f}× here: this model is small and the text short, so the fixed cost of "

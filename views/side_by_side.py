@@ -3,17 +3,18 @@
 import streamlit as st
 
 from gptviz import display, plots, ui_state
-from views import _common as common
+from views._runs import require
+from views._style import chart, intro
 
 st.title("Side by side: cache vs recompute, step by step")
-common.intro(
+intro(
     "Each row is one step of writing. On the left the cached model's favourite next tokens, on the right the "
     "recomputing model's. The numbers in the middle say how different their scores (logits) were. They are "
     "not exactly zero, because the two ways add the same numbers in a different order, but they sit at the "
     "level of rounding error of the number format. Switch **Precision** to float64 in the sidebar and watch "
     "the gap collapse."
 )
-result = common.require()
+result = require()
 run = result.run
 if run.recompute is None:
     st.warning("This run has no recompute trace to compare with.")
@@ -26,7 +27,7 @@ cols[0].metric("Largest |Δlogit|", f"{recompute.max_abs_dlogit:.2e}")
 cols[1].metric(f"{run.cached.dtype} machine epsilon", f"{eps:.1e}")
 cols[2].metric("Steps where the top token agrees", f"{recompute.argmax_agreement:.0%}")
 
-common.chart(plots.logit_delta(run), "logit_delta", "step 0 is exact (×: both read the prompt the same way); "
+chart(plots.logit_delta(run), "logit_delta", "step 0 is exact (×: both read the prompt the same way); "
              "later differences stay at rounding level and do not grow: the cache is not drifting.")
 st.dataframe(table, hide_index=True, width="stretch", column_config={
     "max |Δlogit|": st.column_config.NumberColumn(format="%.2e"),

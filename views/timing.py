@@ -3,19 +3,21 @@
 import streamlit as st
 
 from gptviz import anatomy, cost, display, plots, ui_state
-from views import _common as common
+from views._model import loaded, memory_bandwidth
+from views._runs import require
+from views._style import chart, intro
 
 st.title("Timing: flat vs growing")
-common.intro(
+intro(
     "With a cache, every new token costs about the same: one token goes through the network. Recomputing "
     "pushes the whole text through again, so each step gets a little slower and the total grows roughly "
     "with the square of the length. The third variant recomputes everything but only turns the last "
     "position into word scores, which is all that is needed to pick the next token."
 )
-result = common.require()
+result = require()
 run, summary = result.run, result.run.summary()
 recompute = summary.recompute
-lm = common.loaded(result)
+lm = loaded(result)
 
 cols = st.columns(4)
 cols[0].metric("Cached, total", f"{summary.cached_seconds * 1000:.0f} ms")
@@ -27,13 +29,13 @@ if recompute is not None:
                    if recompute.speedup <= 1 else f"From each step's fastest of {summary.timed_passes} timed passes; "
                    f"the passes one by one gave {low:.2f}× to {high:.2f}×.")
 weights = cost.weight_bytes(lm.model)
-bandwidth = common.memory_bandwidth()
+bandwidth = memory_bandwidth()
 floor = cost.step_floor_seconds(weights, bandwidth)
 cols[3].metric("Bandwidth floor per cached step", f"{floor * 1000:.2f} ms",
                help=f"{weights / 2**20:.1f} MiB of weights ÷ {bandwidth.read / 1e9:.1f} GB/s measured read bandwidth "
                     f"(copy: {bandwidth.copy / 1e9:.1f} GB/s): a decode step must read every weight at least once.")
 
-common.chart(plots.step_times(run, floor_seconds=floor), "step_times", "the cached steps stay flat as the text "
+chart(plots.step_times(run, floor_seconds=floor), "step_times", "the cached steps stay flat as the text "
              "grows, the recompute steps climb; on a small model both sit near the fixed cost of a call.")
 st.caption(f"Wall-clock times on this computer. Every mode decoded the text {summary.timed_passes} times, the modes "
            "taking turns step by step, so that anything else running hits them alike; each point is a step's "
@@ -44,7 +46,7 @@ if summary.busy:
                "measurement when the computer is quieter.", icon=":material/speed:")
 if run.comparison.decoding.sum() >= 3:
     fits = anatomy.growth_fit(run.comparison)
-    common.chart(plots.cumulative_times(run), "cumulative_times", "the cached total is a straight line; the "
+    chart(plots.cumulative_times(run), "cumulative_times", "the cached total is a straight line; the "
                  "recompute total bends upward (its dashed fit has a positive n² term).")
     st.caption("How the decode steps grew: the median of the last quarter of steps over the first quarter — "
                + ", ".join(f"{f.mode.label} {f.per_step_growth:.1f}×" for f in fits)
@@ -54,13 +56,13 @@ else:
     st.caption("Generate at least 4 tokens to fit how the cost grows.")
 c1, c2 = st.columns(2)
 with c1:
-    common.chart(plots.prefill_decode(run), "prefill_decode", "prefill costs about the same every way; the modes "
+    chart(plots.prefill_decode(run), "prefill_decode", "prefill costs about the same every way; the modes "
                  "part in the decode steps.")
 with c2:
-    common.chart(plots.layer_times(run), "layer_times", "every block costs about the same, and the cache "
+    chart(plots.layer_times(run), "layer_times", "every block costs about the same, and the cache "
                  "makes each one cheaper.")
 shape = cost.Shape.of(lm.model)
-common.chart(plots.step_flops(run, shape), "step_flops", "the cache's work per step is nearly flat; recompute's "
+chart(plots.step_flops(run, shape), "step_flops", "the cache's work per step is nearly flat; recompute's "
              "grows with every token (the gap is about the number of tokens in context).")
 last = run.cached.steps[-1].context_len
 st.caption(f"At the last step the cached pass needs {cost.step_flops(shape, 'cached', last, 1):,} "

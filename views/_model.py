@@ -1,0 +1,57 @@
+"""The server's models: its hosting policy, the one model loader, and what pages compute from a loaded model.
+
+Every model is loaded once per (source, dtype) for every session of this Streamlit server
+(``st.cache_resource``); pages get it through ``loaded(result)``, never by loading it again.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import streamlit as st
+
+import gptviz
+from gptviz import anatomy, cost
+from gptviz.decoding import warm_up
+from gptviz.hosting import Policy
+
+if TYPE_CHECKING:
+    from views._runs import Result
+
+
+def policy() -> Policy:
+    """GPTVIZ_HOSTED=1 on a shared server: allow-listed models, capped runs (read each rerun: cheap)."""
+    return Policy.from_env()
+
+
+@st.cache_resource(show_spinner="Loading the model (once per server)…", max_entries=4)
+def load_model(source: str, dtype: str) -> gptviz.LoadedModel:
+    """The only place a model is loaded: once per (source, dtype) for every session of this server."""
+    policy().check_source(source)  # a shared server loads only its allow-listed models
+    lm = gptviz.load(source, dtype, fallback_to_bundled=True, allow_local=policy().allow_local)
+    warm_up(lm.model, lm.tokenizer)  # else the first run's cached mode pays one-time costs
+    return lm
+
+
+def loaded(result: Result) -> gptviz.LoadedModel:
+    """The model that produced ``result`` (from the shared cache; never loaded twice)."""
+    return load_model(result.settings.source, result.settings.dtype)
+
+
+@st.cache_data(show_spinner="Running the model with and without the causal mask…", max_entries=16)
+def hidden_drift(_lm: gptviz.LoadedModel, source: str, dtype: str, token_ids: tuple[int, ...],
+                 points: int) -> pd.DataFrame:
+    """Drift with and without the mask; keyed by model + tokens (``_lm`` is not hashed)."""
+    return pd.concat([gptviz.compare.hidden_state_drift(_lm.model, list(token_ids), causal=c, points=points)
+                      for c in (True, False)], ignore_index=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def logit_lens(_lm: gptviz.LoadedModel, source: str, dtype: str, text: str, k: int) -> pd.DataFrame:
+    return anatomy.logit_lens(_lm.model, _lm.tokenizer, text, k)
+
+
+@st.cache_resource(show_spinner="Measuring memory bandwidth…")
+def memory_bandwidth() -> cost.Bandwidth:
+    return cost.measure_bandwidth()

@@ -1,0 +1,55 @@
+"""The session's results: what each run produced, the one on screen, and the hint when there is none.
+
+Each session keeps the results it was shown in ``st.session_state``, keyed by the settings that
+produced them, so moving a slider on a page (a rerun of the script) never runs the model again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+import gptviz
+from gptviz.ui_state import AppSettings
+
+MAX_KEPT_RUNS = 4  # per browser session; a run of the bundled model holds a few MiB of attention
+MAX_KEPT_RUNS_HOSTED = 1  # a shared server: GPT-2 runs hold up to ~100 MiB each, times every student
+
+
+@dataclass
+class Result:
+    settings: AppSettings
+    run: gptviz.Run
+    model_name: str  # what was actually loaded (the bundled model after a fallback)
+    notice: str | None  # why a fallback happened
+    seconds: float  # wall time of the whole run, all modes
+
+    def nbytes(self) -> int:
+        """Bytes it holds: the traces (attention dominates), and a few numbers per step in the comparison."""
+        return sum(t.nbytes() for t in self.run.traces.values()) + 256 * len(self.run.cached.steps)
+
+
+def kept() -> dict:
+    """This session's results by settings key, oldest first (run_if_needed in views/_wait.py evicts)."""
+    return st.session_state.setdefault("gptviz_runs", {})
+
+
+def current() -> Result | None:
+    """The result on screen: the last successful run (bad input never replaces it)."""
+    return kept().get(st.session_state.get("gptviz_shown"))
+
+
+def show_notice() -> None:
+    result = current()
+    if result is not None and result.notice:
+        st.warning(result.notice, icon=":material/cloud_off:")
+
+
+def require() -> Result:
+    """The result to draw; stops the page with a hint when there is none yet."""
+    result = current()
+    if result is None:
+        st.info("No results yet: choose a model and a prompt in the sidebar and press **Run**.")
+        st.stop()
+    return result
