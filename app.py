@@ -14,6 +14,7 @@ from views._model import policy
 from views._runs import show_notice
 from views._sidebar import presenter_toggle, sidebar
 from views._style import close_sidebar_on_small_screens, page_style, small_screen_hint
+from views._timing_follow import follow_timing
 from views._wait import run_if_needed
 
 st.set_page_config(page_title="gptviz: KV cache vs recompute", page_icon="🔁", layout="wide")
@@ -45,6 +46,7 @@ with messages:
 
 # Run and the presenter switch first, right under the page list: reachable without scrolling on a 720 px projector.
 clicked = st.sidebar.button("Run", type="primary", key="run", width="stretch", icon=":material/play_arrow:")
+timing_line = st.sidebar.container()  # how far the result's timing got, under Run (views/_timing_follow.py)
 presenter_toggle(st.sidebar)
 page_style()
 settings = sidebar()
@@ -55,4 +57,6 @@ with messages:
         close_sidebar_on_small_screens()
     run_if_needed(settings, clicked)
     show_notice()
+with timing_line:
+    follow_timing()
 page.run()

@@ -43,6 +43,9 @@ def tiny_gpt2(monkeypatch):
     monkeypatch.setattr(gptviz, "load", load)
     st.cache_resource.clear()  # the app's loader caches by (source, dtype) across tests
     yield TINY_SOURCE
+    from views._wait import server
+
+    server().close()  # a refinement still running stops at its next step, not after pytest closed its output
     st.cache_resource.clear()
 
 

@@ -38,7 +38,8 @@ def good_run(model: str = "bundled") -> tuple[AppTest, object]:
 
 
 def still_showing(at: AppTest, good) -> bool:
-    return at.session_state["gptviz_runs"][at.session_state["gptviz_shown"]] is good
+    """The same run is on screen (its timing may have been refined meanwhile: same identity, more passes)."""
+    return at.session_state["gptviz_runs"][at.session_state["gptviz_shown"]].run_id == good.run_id
 
 
 @pytest.mark.parametrize("prompt,message", [

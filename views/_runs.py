@@ -6,7 +6,8 @@ produced them, so moving a slider on a page (a rerun of the script) never runs t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, field, replace
 
 import streamlit as st
 
@@ -15,6 +16,7 @@ from gptviz.ui_state import AppSettings
 
 MAX_KEPT_RUNS = 4  # per browser session; a run of the bundled model holds a few MiB of attention
 MAX_KEPT_RUNS_HOSTED = 1  # a shared server: GPT-2 runs hold up to ~100 MiB each, times every student
+_RUN_IDS = itertools.count(1)  # per server process: results never leave it
 
 
 @dataclass
@@ -23,7 +25,12 @@ class Result:
     run: gptviz.Run
     model_name: str  # what was actually loaded (the bundled model after a fallback)
     notice: str | None  # why a fallback happened
-    seconds: float  # wall time of the whole run, all modes
+    seconds: float  # wall time of the decodes so far: the first pass, then each timing pass as it lands
+    run_id: int = field(default_factory=lambda: next(_RUN_IDS))  # one decode's identity: its refinement's key
+
+    def refined(self, run: gptviz.Run, seconds: float) -> Result:
+        """The same result with a refined run (more timed passes): same identity, ``seconds`` more wall time."""
+        return replace(self, run=run, seconds=self.seconds + seconds)
 
     def nbytes(self) -> int:
         """Bytes it holds: the traces (attention dominates), and a few numbers per step in the comparison."""
@@ -38,6 +45,14 @@ def kept() -> dict:
 def current() -> Result | None:
     """The result on screen: the last successful run (bad input never replaces it)."""
     return kept().get(st.session_state.get("gptviz_shown"))
+
+
+def replace_current(result: Result) -> None:
+    """Put a refined ``result`` where the one on screen with the same identity was (nothing else changes)."""
+    key = st.session_state.get("gptviz_shown")
+    shown = kept().get(key)
+    if shown is not None and shown.run_id == result.run_id:
+        kept()[key] = result
 
 
 def show_notice() -> None:

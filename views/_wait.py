@@ -44,33 +44,56 @@ def server() -> serve.Server:
 
 @dataclass
 class Progress:
-    """What the decode worker reports; every session waiting for the run draws it."""
+    """What a decode worker reports; every session waiting for the run (or its timing) draws it."""
 
-    done: int  # steps finished over all modes
+    done: int  # steps finished over all modes of this job
     total: int
-    label: str  # e.g. "KV cache (new token only): step 3 of 24"
+    label: str  # e.g. "first pass · KV cache (new token only): step 3 of 24"
     text: str  # the prompt and the tokens chosen so far
+    result: Result | None = None  # a refinement's latest result (after each timing pass), shown at once
 
 
 def _decode(lm: gptviz.LoadedModel, settings: AppSettings, job: serve.Job) -> Result:
-    """The decode itself, on a worker thread of ``server()``: no Streamlit calls here."""
+    """The first pass (cached + recompute, attention recorded), on a worker thread of ``server()``: everything
+    the pages show but refined timing, which ``_refine`` adds behind it. No Streamlit calls here."""
     decode, limits = settings.decode_settings(), policy().limits
-    per_pass = settings.max_new_tokens * len(decode.modes)
-    total, done, produced = per_pass * decode.timed_passes, 0, []
+    total, produced = settings.max_new_tokens * len(decode.modes[:2]), []
 
     def on_step(mode: str, step: int, token_id: int) -> None:
-        nonlocal done
-        if mode == gptviz.Mode.CACHED and done < per_pass:
+        if mode == gptviz.Mode.CACHED:
             produced.append(lm.tokenizer.decode([token_id]))
-        done += 1
-        job.report(Progress(done, total, f"timed pass {(done - 1) // per_pass + 1} of {decode.timed_passes} · "
-                                         f"{gptviz.Mode(mode).label}: step {step + 1} of {settings.max_new_tokens}",
-                            settings.prompt + "".join(produced)))
+        done = (job.progress.done if job.progress else 0) + 1
+        job.report(Progress(done, total, f"first pass · {gptviz.Mode(mode).label}: step {step + 1} of "
+                                         f"{settings.max_new_tokens}", settings.prompt + "".join(produced)))
+        job.checkpoint()  # a first result never steps aside; it stops only when the server does
 
     started = time.perf_counter()
-    run = gptviz.run(lm.model, lm.tokenizer, settings.prompt, decode, model_name=lm.name, on_step=on_step,
-                     limits=limits)
+    run = gptviz.start(lm.model, lm.tokenizer, settings.prompt, decode, model_name=lm.name, on_step=on_step,
+                       limits=limits)
     return Result(settings, run, lm.name, lm.notice, time.perf_counter() - started)
+
+
+def _refine(lm: gptviz.LoadedModel, result: Result, job: serve.Job) -> Result:
+    """Timing passes until they agree (gptviz.refine), each stepping aside for other students' first results
+    at every step (job.checkpoint) and reported as it lands. On a worker thread: no Streamlit calls."""
+    per_pass = result.settings.max_new_tokens * len(result.run.settings.modes)
+
+    def on_step(mode: str, step: int, token_id: int) -> None:
+        done = (job.progress.done if job.progress else 0) + 1
+        job.report(Progress(done, per_pass, f"{result.run.timing.describe()} · {gptviz.Mode(mode).label}: step "
+                                            f"{step + 1} of {result.settings.max_new_tokens}", "", result))
+        job.checkpoint()
+
+    while not result.run.timing.complete:
+        started = time.perf_counter()
+        run = gptviz.refine(lm.model, lm.tokenizer, result.run, on_step=on_step)
+        result = result.refined(run, time.perf_counter() - started)
+        job.report(Progress(0, per_pass, result.run.timing.describe(), "", result))
+    return result
+
+
+def refine_key(result: Result) -> tuple:
+    return ("refine", result.run_id)
 
 
 def this_session() -> tuple[str | None, Callable[[], bool]]:
@@ -175,10 +198,9 @@ def _wait(job: serve.Job, lm: gptviz.LoadedModel, settings: AppSettings, request
         if job.progress is not None:  # the finished run's last report: all steps, the whole text
             bar.progress(1.0, text=job.progress.label)
             text.text(job.progress.text)
-        waited = (f" · waited {job.queue_seconds:.0f} s for the {first_place.describe().split(' ahead')[0]} "
-                  "ahead of you" if first_place is not None else "")
-        status.update(label=f"Done: {settings.max_new_tokens} tokens, {len(result.run.traces)} ways, "
-                            f"{result.seconds:.1f} s{waited}", state="complete", expanded=False)
+        waited = f" · waited {job.queue_seconds:.0f} s for {first_place.runs()}" if first_place is not None else ""
+        status.update(label=f"Done: {settings.max_new_tokens} tokens both ways, {result.seconds:.1f} s{waited}",
+                      state="complete", expanded=False)
     return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
 import threading
@@ -90,6 +91,18 @@ class Server:
         self._done: collections.OrderedDict[Hashable, tuple[Job, int]] = collections.OrderedDict()
         self._rates: dict[Hashable, float] = {}  # seconds per unit of size, by kind
         self._workers: list[threading.Thread] = []
+        self._closing = False
+        atexit.register(self.close)  # a decode left running in a daemon thread at exit aborts the process (torch)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop: queued jobs are cancelled, running ones stop at their next checkpoint; wait for them (bounded)."""
+        with self._lock:
+            self._closing = True
+            for job in self._queue:
+                job.future.cancel()
+            self._queue.clear()
+            self._lock.notify_all()
+            self._lock.wait_for(lambda: not self._running and not self._paused, timeout)
 
     # ---- what sessions call ------------------------------------------------------------------
     def request(self, key: Hashable, compute: Callable[[Job], Any], *, fresh: bool = False,
@@ -199,7 +212,7 @@ class Server:
         """Block until a job may start; skip the abandoned ones (their futures are cancelled)."""
         with self._lock:
             while True:
-                job = self._startable()
+                job = None if self._closing else self._startable()
                 if job is None:
                     self._lock.wait()
                     continue
@@ -237,6 +250,8 @@ class Server:
 
     def _checkpoint(self, job: Job) -> None:
         with self._lock:
+            if self._closing:
+                raise Dropped("the server is stopping")
             if job.priority == FIRST:
                 return
             if job.abandoned():
@@ -250,13 +265,13 @@ class Server:
             self._lock.notify_all()  # a worker may start the first result now
             log.info("gptviz.serve refine paused for a first result key=%s", job.key)
             self._lock.wait_for(lambda: (not self._first_waiting(job) and len(self._running) < self.slots
-                                         and self._paused[0] is job) or job.abandoned())
+                                         and self._paused[0] is job) or job.abandoned() or self._closing)
             self._paused.remove(job)
             self._running.append(job)
             job.paused = False
             job.paused_seconds += time.monotonic() - paused_at
             self._lock.notify_all()
-            if job.abandoned():
+            if job.abandoned() or self._closing:
                 raise Dropped(f"nobody waits for {job.key!r} any more")
 
     def _finish(self, job: Job, result: Any, error: BaseException | None) -> None:

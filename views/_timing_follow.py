@@ -1,0 +1,94 @@
+"""Following a result's timing: its refinement is asked for, a line says how far it got, and the pages
+update by themselves when a timing pass lands.
+
+The first result (views/_wait.py) is everything but refined timing. Its refinement is a job of its own on the
+server's queue at the lower priority (gptviz.serve.REFINE): every session showing the result waits for it,
+none of them blocks on it, and it is dropped when nobody shows that result any more.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from functools import partial
+
+import streamlit as st
+
+from gptviz import serve
+from views._model import loaded
+from views._runs import Result, current, replace_current
+from views._wait import POLL_SECONDS, _refine, refine_key, server, this_session
+
+# True while the line is drawn by the app's own run (not by its timer): a newer result is then simply used by the
+# page drawn next. Rerunning the app there would wipe what this run shows (e.g. the error for a Run just pressed).
+_APP_RUN: ContextVar[bool] = ContextVar("gptviz_timing_app_run", default=False)
+
+
+def follow_timing() -> None:
+    """Draw the timing line of the result on screen (always one line: nothing below it moves when it changes)."""
+    result = current()
+    if result is None:
+        return
+    if not result.run.timing.complete:
+        stored = server().finished(refine_key(result))
+        if stored is not None:  # refined already, for another session: show it from the start
+            result = stored.result()
+            replace_current(result)
+    if result.run.timing.complete:
+        st.caption(f":material/timer: {result.run.timing.describe()}")
+        return
+    errors = st.session_state.setdefault("gptviz_timing_errors", {})
+    if result.run_id in errors:
+        st.caption(f":material/timer_off: Timing not refined: {errors[result.run_id]}")
+        return
+    session, alive = this_session()
+    job = server().request(refine_key(result), partial(_refine, loaded(result), result),
+                           waiter=None if session is None else (session, "timing"), alive=alive,
+                           size=result.settings.max_new_tokens, size_kind=(result.model_name, "refine"),
+                           priority=serve.REFINE)
+    token = _APP_RUN.set(True)
+    try:
+        _timing_line(job, result.run_id)
+    finally:
+        _APP_RUN.reset(token)
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _timing_line(job: serve.Job, run_id: int) -> None:
+    """Reruns on its own every second: one line of progress; the whole app reruns when a timing pass lands."""
+    shown = current()
+    if shown is None or shown.run_id != run_id:
+        return  # another result is on screen now: the next full run follows that one
+    latest, error = _latest(job)
+    app_run = _APP_RUN.get()
+    if latest is None and error is None and job.state in ("done", "skipped") and not app_run:
+        st.rerun()  # dropped or skipped while this session seemed gone: the full run asks for it again
+    if error is not None:
+        st.session_state.setdefault("gptviz_timing_errors", {})[run_id] = error
+        if not app_run:
+            st.rerun()
+    if latest is not None and latest.run.timing.passes > shown.run.timing.passes:
+        replace_current(latest)
+        if not app_run:
+            st.rerun()  # every page redraws with the new timings; widgets keep their values
+    if job.state == "queued":
+        st.caption(":material/hourglass_top: Refining the timing after other students' first results "
+                   f"({server().place(job).runs()}); the Timing numbers update by themselves.")
+    else:
+        progress = job.progress
+        label = shown.run.timing.describe() if progress is None else progress.label
+        st.caption(f":material/timer: Refining the {label}; the Timing numbers update by themselves.")
+
+
+def _latest(job: serve.Job) -> tuple[Result | None, str | None]:
+    """The refinement's newest result (finished, or after its latest timing pass), or why there is none."""
+    if job.state == "done":
+        try:
+            return job.result(0), None
+        except serve.CancelledError:
+            return None, None  # dropped while nobody seemed to wait: the next full run asks again
+        except Exception as exc:  # a refinement that failed keeps the first result's timing on screen
+            return None, str(exc)
+    if job.state == "skipped":
+        return None, None
+    progress = job.progress
+    return (None if progress is None else progress.result), None
