@@ -29,7 +29,7 @@ from gptviz.arguments import (
 from gptviz.lab import cli as lab_cli
 from gptviz.modes import MODES, Mode, parse_modes
 from gptviz.registry import BUNDLED
-from gptviz.settings import CACHES, DTYPES, NEW_TOKENS, SAMPLINGS
+from gptviz.settings import CACHES, DTYPE, DTYPES, NEW_TOKENS, SAMPLINGS, DecodeSettings
 
 
 def _modes(text: str) -> tuple[Mode, ...]:
@@ -51,17 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", required=True, help="the text to continue")
     p.add_argument("--max-new-tokens", type=positive_int, default=NEW_TOKENS,
                    help=f"tokens to generate (default {NEW_TOKENS})")
-    p.add_argument("--sampling", choices=SAMPLINGS, default="greedy",
-                   help="argmax, or a seeded draw after temperature/top-k/top-p (default greedy)")
+    p.add_argument("--sampling", choices=SAMPLINGS, default=DecodeSettings.sampling,
+                   help=f"argmax, or a seeded draw after temperature/top-k/top-p (default {DecodeSettings.sampling})")
     p.add_argument("--temperature", type=finite_float, default=None, help="sampling only: > 0 (default 1)")
     p.add_argument("--top-k", type=non_negative_int, default=None, help="sampling only: 0 turns it off (default)")
     p.add_argument("--top-p", type=finite_float, default=None, help="sampling only: in (0, 1], 1 is off (default)")
     p.add_argument("--seed", type=non_negative_int, default=None,
                    help="sampling only: seed of the sampler, 0 to 2**64 - 1 (default 0)")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
-                   help="compute dtype; float64 shrinks the cached/recompute gap to ~1e-13 (default float32)")
-    p.add_argument("--cache", choices=CACHES, default="dynamic",
-                   help="growing DynamicCache or preallocated StaticCache (default dynamic)")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default=DTYPE,
+                   help=f"compute dtype; float64 shrinks the cached/recompute gap to ~1e-13 (default {DTYPE})")
+    p.add_argument("--cache", choices=CACHES, default=DecodeSettings.cache,
+                   help=f"growing DynamicCache or preallocated StaticCache (default {DecodeSettings.cache})")
     p.add_argument("--modes", type=_modes, default=MODES,
                    help=f"comma-separated decoders to run (default {','.join(MODES)}); cached always runs")
     p.add_argument("--no-attention", action="store_true",

@@ -13,7 +13,7 @@ import pandas as pd
 from gptviz import anatomy, cost, display, models, registry
 from gptviz.hosting import Policy
 from gptviz.modes import Mode
-from gptviz.settings import DecodeSettings
+from gptviz.settings import DTYPE, DecodeSettings
 
 PRESETS = {
     "Romeo at the window": "ROMEO.\nBut soft, what light through yonder window breaks?",
@@ -47,7 +47,7 @@ class AppSettings:
 
     source: str = registry.BUNDLED  # 'bundled', a Hub id, or a directory
     prompt: str = PRESETS["Romeo at the window"]
-    dtype: str = "float32"  # the compute dtype the model is loaded in
+    dtype: str = DTYPE  # the compute dtype the model is loaded in
     max_new_tokens: int = _DECODE.max_new_tokens  # the sidebar's decoding knobs, as DecodeSettings names them
     sampling: str = _DECODE.sampling
     temperature: float = _DECODE.temperature

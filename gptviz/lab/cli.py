@@ -16,7 +16,7 @@ from gptviz.arguments import UsageError, model_json, plain, positive_int, quiet_
 from gptviz.lab import BACKENDS, LabSettings
 from gptviz.models import load
 from gptviz.registry import BUNDLED
-from gptviz.settings import DTYPES, NEW_TOKENS
+from gptviz.settings import DTYPE, DTYPES, NEW_TOKENS
 
 
 def _backend_list(text: str) -> tuple[str, ...]:
@@ -36,7 +36,7 @@ def add_parser(commands) -> None:
     p.add_argument("--prompt", required=True, help="the text every cache variant continues")
     p.add_argument("--max-new-tokens", type=positive_int, default=LabSettings.max_new_tokens,
                    help=f"tokens the exact cache chooses, then every variant is fed (default {NEW_TOKENS})")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="compute dtype (default float32)")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default=DTYPE, help=f"compute dtype (default {DTYPE})")
     p.add_argument("--window", type=int, default=LabSettings.window,
                    help=f"sliding window in tokens (default {LabSettings.window})")
     p.add_argument("--sinks", type=int, default=LabSettings.sinks,
