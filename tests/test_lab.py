@@ -268,3 +268,17 @@ def test_cli_lab_bad_settings_print_one_line(capsys, args, message):
     assert cli.main(["lab", "--prompt", "ROMEO.", "--max-new-tokens", "3", *args]) == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_the_lab_figures_leave_the_modes_colours_to_the_modes(report):
+    """Blue, orange and green mean the app's three decoders (Mode.color); the lab's variants and blocks are others."""
+    from gptviz.lab import figures
+    from gptviz.modes import Mode
+
+    drawn = set()
+    for fig in (figures.drift(report), figures.cache_bytes(report), figures.precision_gap(report.precision),
+                figures.block_table(report.paged(4))):
+        for trace in fig.data:
+            drawn |= {getattr(getattr(trace, part, None), "color", None) for part in ("line", "marker")}
+            drawn |= {color for _, color in getattr(trace, "colorscale", None) or ()}
+    assert len(drawn - {None}) > 4 and not drawn & {m.color for m in Mode}
