@@ -135,7 +135,8 @@ def table_text(data: dict) -> str:
     head = f"{'step':>4}  {'token':<14} {'ctx':>4}  {'cached ms':>9}"
     if has_recompute:
         head += f"  {'recomp ms':>9}  {'max|Δlogit|':>11}  {'argmax=':>7}"
-    head += f"  {'KV KiB':>8}"
+    kv_name, kv_size = display.byte_unit(s["kv_cache_allocated"])  # the largest KV figure of the run
+    head += f"  {'KV ' + kv_name:>8}"
     lines += [head, "-" * len(head)]
     for row in data["steps"]:
         token = display.token(row["token"], 14)  # whitespace made visible: each step stays on one line
@@ -143,11 +144,11 @@ def table_text(data: dict) -> str:
         if has_recompute:
             line += (f"  {_ms(row['recompute_seconds']):>9}  {row['max_abs_dlogit']:>11.2e}"
                      f"  {'yes' if row['argmax_equal'] else 'NO':>7}")
-        line += f"  {row['kv_bytes'] / 1024:>8.1f}"
+        line += f"  {row['kv_bytes'] / kv_size:>8.1f}"
         lines.append(line)
     lines.append("")
-    lines.append(f"cached total {s['cached_seconds']:.3f} s; KV cache {s['kv_cache_bytes'] / 1024:.1f} KiB "
-                 f"(allocated {s['kv_cache_allocated'] / 1024:.1f} KiB)")
+    lines.append(f"cached total {s['cached_seconds']:.3f} s; KV cache {display.size(s['kv_cache_bytes'])} "
+                 f"(allocated {display.size(s['kv_cache_allocated'])})")
     if has_recompute:
         lines.append(f"recompute total {s['recompute_seconds']:.3f} s ({s['speedup']:.1f}× the cached time); "
                      f"same tokens: {s['same_tokens']}; max |Δlogit| {s['max_abs_dlogit']:.2e}; "

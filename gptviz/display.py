@@ -38,9 +38,22 @@ def byte_unit(largest: float) -> tuple[str, int]:
     return BYTE_UNITS[power], 1024**power
 
 
+def unit(name: str) -> tuple[str, int]:
+    """A unit by name, for figures that must share one whatever their size: ``unit("MiB") == ("MiB", 2**20)``."""
+    return name, 1024 ** BYTE_UNITS.index(name)
+
+
 def in_unit(n_bytes: float, unit: tuple[str, int]) -> str:
     name, size = unit
     return f"{n_bytes:,.0f} B" if size == 1 else f"{n_bytes / size:,.1f} {name}"
+
+
+WHAT_IF_UNIT = unit("MiB")  # the KV what-if chart and its table: every GPT-2 size on one scale, side by side
+
+
+def size(n_bytes: float) -> str:
+    """One byte figure on its own, in the unit its size calls for: ``size(3 * 2**20) == "3.0 MiB"``."""
+    return in_unit(n_bytes, byte_unit(n_bytes))
 
 
 # ---- speed-up -------------------------------------------------------------------------------------

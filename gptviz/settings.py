@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 
-from gptviz import cost
+from gptviz import cost, display
 from gptviz.modes import MODES, Mode
 
 NEW_TOKENS = 24  # default tokens to generate
@@ -186,6 +186,6 @@ def _check_memory(s: DecodeSettings, prompt_len: int, shape: cost.Shape, value_b
     if need > budget:
         fits = (t for t in range(1, tokens + 1) if cost.run_memory_bytes(shape, t, value_bytes) <= budget)
         fit = max(fits, default=0)
-        raise DecodeError(f"keeping every attention map for {tokens} tokens needs {need / 2**20:.0f} MiB, over "
-                          f"this server's budget of {budget / 2**20:.0f} MiB: use at most "
+        raise DecodeError(f"keeping every attention map for {tokens} tokens needs {display.size(need)}, over "
+                          f"this server's budget of {display.size(budget)}: use at most "
                           f"{max(fit - prompt_len + 1, 0)} new tokens with this prompt.")

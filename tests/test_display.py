@@ -23,6 +23,16 @@ def test_byte_unit_is_binary_and_follows_the_largest_figure(largest, unit):
     assert display.in_unit(largest, (name, size)).endswith(unit)
 
 
+@pytest.mark.parametrize("n_bytes, text", [(100, "100 B"), (1536, "1.5 KiB"), (512 * 2**20, "512.0 MiB"),
+                                           (3 * 2**30, "3.0 GiB")])
+def test_a_lone_byte_figure_takes_the_unit_its_size_calls_for(n_bytes, text):
+    assert display.size(n_bytes) == text
+
+
+def test_a_unit_by_name_is_the_one_byte_unit_picks():
+    assert display.unit("MiB") == display.byte_unit(5 * 2**20) and display.WHAT_IF_UNIT == ("MiB", 2**20)
+
+
 @pytest.mark.parametrize("ratio, text", [(0.7, display.NO_GAIN), (1.0, display.NO_GAIN), (3.46, "3.5×")])
 def test_a_speedup_of_one_or_less_is_no_gain(ratio, text):
     assert display.speedup(ratio) == text

@@ -32,7 +32,7 @@ weights = cost.weight_bytes(lm.model)
 bandwidth = memory_bandwidth()
 floor = cost.step_floor_seconds(weights, bandwidth)
 cols[3].metric("Bandwidth floor per cached step", f"{floor * 1000:.2f} ms",
-               help=f"{weights / 2**20:.1f} MiB of weights ÷ {bandwidth.read / 1e9:.1f} GB/s measured read bandwidth "
+               help=f"{display.size(weights)} of weights ÷ {bandwidth.read / 1e9:.1f} GB/s measured read bandwidth "
                     f"(copy: {bandwidth.copy / 1e9:.1f} GB/s): a decode step must read every weight at least once.")
 
 chart(plots.step_times(run, floor_seconds=floor), "step_times", "the cached steps stay flat as the text "

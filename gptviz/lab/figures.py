@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from gptviz import display
 from gptviz.plots import GREY, SERIES_COLORS
 
 # Block table cells: (colour, its name in the title) for a block a sequence owns, shares, or copied on write.
@@ -29,14 +30,15 @@ def drift(report) -> go.Figure:
 def cache_bytes(report) -> go.Figure:
     """Per step: bytes held by each cache object, measured off its tensors, beside the exact cache."""
     steps = list(range(len(report.exact_bytes)))
+    name, size = display.byte_unit(max([*report.exact_bytes, *(b for v in report.variants for b in v.bytes_measured)]))
     fig = go.Figure()
-    fig.add_scatter(x=steps, y=[b / 1024 for b in report.exact_bytes], name="exact", mode="lines",
+    fig.add_scatter(x=steps, y=[b / size for b in report.exact_bytes], name="exact", mode="lines",
                     line={"color": GREY, "dash": "dash", "width": 3})
     for i, v in enumerate(report.variants):
-        fig.add_scatter(x=steps, y=[b / 1024 for b in v.bytes_measured], name=v.variant.name, mode="lines",
+        fig.add_scatter(x=steps, y=[b / size for b in v.bytes_measured], name=v.variant.name, mode="lines",
                         line={"color": SERIES_COLORS[i % len(SERIES_COLORS)]})
     return _layout(fig, "What each cache buys in bytes (measured)", xaxis_title="step",
-                   yaxis={"title": "KV cache (KiB)", "rangemode": "tozero"})  # sizes compared by height
+                   yaxis={"title": f"KV cache ({name})", "rangemode": "tozero"})  # sizes compared by height
 
 
 def precision_gap(result) -> go.Figure:

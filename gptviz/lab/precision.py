@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from transformers import DynamicCache
 
+from gptviz import display
 from gptviz.lab.variants import deltas, forced
 from gptviz.models import DTYPES
 
@@ -68,8 +69,8 @@ def precision_study(model, prompt_ids: list[int], tokens: list[int], dtypes: tup
     """Both decoders in every format on the same tokens; a private copy per format (the shared model stays)."""
     copy_bytes = sum(p.numel() for p in model.parameters()) * 8
     if copy_bytes > COPY_BUDGET:
-        return PrecisionResult([], f"a float64 copy of this model needs {copy_bytes / 2**30:.1f} GiB, over this "
-                                   f"lab's {COPY_BUDGET / 2**30:.0f} GiB; try it on a smaller model.")
+        return PrecisionResult([], f"a float64 copy of this model needs {display.size(copy_bytes)}, over this "
+                                   f"lab's {display.size(COPY_BUDGET)}; try it on a smaller model.")
     runs = {}
     for name in dtypes:
         twin = copy.deepcopy(model).to(TORCH_DTYPES[name])

@@ -84,8 +84,7 @@ def kv_what_if(shapes: dict[str, cost.Shape], tokens: int, dtype: str = "float32
     x = np.unique(np.linspace(1, tokens, 64).round().astype(int))
     lines = {name: [cost.kv_bytes(s.layers, s.heads, s.head_dim, int(t), bytes_per_value) for t in x]
              for name, s in shapes.items()}
-    unit = "MiB"  # the unit of the what-if table beside it
-    size = 2**20
+    unit, size = display.WHAT_IF_UNIT  # the table beside it (ui_state.what_if_table) shows the same unit
     fig = go.Figure()
     for i, (name, y) in enumerate(lines.items()):
         fig.add_trace(go.Scatter(x=x, y=[v / size for v in y], mode="lines", name=name,
