@@ -175,8 +175,7 @@ def _wait(job: serve.Job, lm: gptviz.LoadedModel, settings: AppSettings, request
         if job.progress is not None:  # the finished run's last report: all steps, the whole text
             bar.progress(1.0, text=job.progress.label)
             text.text(job.progress.text)
-        waited = (f" · waited {job.queue_seconds:.0f} s for the {first_place.describe().split(' ahead')[0]} "
-                  "ahead of you" if first_place is not None else "")
+        waited = f" · waited {job.queue_seconds:.0f} s for the {first_place.runs()}" if first_place is not None else ""
         status.update(label=f"Done: {settings.max_new_tokens} tokens, {len(result.run.traces)} ways, "
                             f"{result.seconds:.1f} s{waited}", state="complete", expanded=False)
     return result
