@@ -72,7 +72,8 @@ st.markdown(lab.text.precision(report))
 if report.precision.rows:
     small = st.column_config.NumberColumn(format="%.1e")
     st.dataframe(report.precision.summary(), hide_index=True, width="stretch",
-                 column_config={"max |Δ| cached vs recompute": small, "max |Δ| vs float64": small})
+                 column_config={lab.PRECISION_LABELS[k]: small for k in ("max_abs_cached_vs_recompute",
+                                                                          "max_abs_vs_float64")})
     chart(figures.precision_gap(report.precision), "lab_precision", "the gap between cached and "
                  "recomputed logits shrinks with every extra bit: bfloat16 above float16 above float32 above float64.")
 

@@ -15,10 +15,14 @@ import torch
 from transformers import DynamicCache
 
 from gptviz import display
+from gptviz.lab.settings import labelled
 from gptviz.lab.variants import deltas, forced
 from gptviz.models import DTYPES
 
 TORCH_DTYPES = {**DTYPES, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# The precision table's stable ids (JSON keys, ``python -m gptviz lab --json``) -> the page's column labels.
+PRECISION_LABELS = {"dtype": "dtype", "max_abs_cached_vs_recompute": "max |Δ| cached vs recompute",
+                    "max_abs_vs_float64": "max |Δ| vs float64", "first_argmax_flip": "first argmax flip"}
 COPY_BUDGET = 4 * 2**30  # bytes: the study runs a private float64 copy (gpt2-medium 2.8 GB fits, gpt2-large not)
 
 
@@ -56,13 +60,15 @@ class PrecisionResult:
                                         "recompute_vs_float64": r.recompute_vs_float64}) for r in self.rows],
                          ignore_index=True)
 
+    def summary_rows(self) -> list[dict]:
+        """One row per number format, keyed by stable ids (the JSON's keys)."""
+        return [{"dtype": r.dtype, "max_abs_cached_vs_recompute": max(r.cached_vs_recompute),
+                 "max_abs_vs_float64": max(r.cached_vs_float64 + r.recompute_vs_float64),
+                 "first_argmax_flip": r.first_flip} for r in self.rows]
+
     def summary(self) -> pd.DataFrame:
-        if not self.rows:
-            return pd.DataFrame(columns=["dtype", "max |Δ| cached vs recompute", "max |Δ| vs float64",
-                                         "first argmax flip"])
-        return pd.DataFrame([{"dtype": r.dtype, "max |Δ| cached vs recompute": max(r.cached_vs_recompute),
-                              "max |Δ| vs float64": max(r.cached_vs_float64 + r.recompute_vs_float64),
-                              "first argmax flip": r.first_flip} for r in self.rows])
+        """``summary_rows`` for display, columns labelled for a reader (PRECISION_LABELS)."""
+        return labelled(self.summary_rows(), PRECISION_LABELS)
 
 
 def precision_study(model, prompt_ids: list[int], tokens: list[int], dtypes: tuple[str, ...]) -> PrecisionResult:
