@@ -59,11 +59,27 @@ def size(n_bytes: float) -> str:
 # ---- speed-up -------------------------------------------------------------------------------------
 
 NO_GAIN = "no gain"  # short enough for a metric; the page says why (no_gain_reason)
+SMALL_GAIN = 1.5  # a measured speed-up below this is called small: the fixed cost of each call still dominates
+
+
+def is_gain(ratio: float) -> bool:
+    """Whether a measured speed-up is one: ≤ 1 is not a (negative) speed-up but no gain."""
+    return ratio > 1.0
 
 
 def speedup(ratio: float) -> str:
-    """A measured speed-up as a reader should take it: ≤ 1 is not a (negative) speed-up but no gain."""
-    return f"{ratio:.1f}×" if ratio > 1.0 else NO_GAIN
+    """A measured speed-up as a reader should take it (``is_gain``), short enough for a metric."""
+    return f"{ratio:.1f}×" if is_gain(ratio) else NO_GAIN
+
+
+def speedup_note(ratio: float, parameters: int, tokens: int) -> str | None:
+    """What to say under a measured speed-up: why there is none, why it is small, or nothing (None)."""
+    if not is_gain(ratio):
+        return no_gain_reason(parameters, tokens)
+    if ratio < SMALL_GAIN:
+        return (f"Only {ratio:.1f}× here: this model is small and the text short, so the fixed cost of each call "
+                "dominates the work the cache saves. Longer outputs or a bigger model show the gap.")
+    return None
 
 
 def no_gain_reason(parameters: int, tokens: int) -> str:

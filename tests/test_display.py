@@ -38,6 +38,13 @@ def test_a_speedup_of_one_or_less_is_no_gain(ratio, text):
     assert display.speedup(ratio) == text
 
 
+@pytest.mark.parametrize("ratio, starts", [(0.7, "No measurable gain"), (1.0, "No measurable gain"),
+                                           (1.2, "Only 1.2× here"), (1.49, "Only 1.5× here"), (1.5, None), (8.0, None)])
+def test_a_speedup_note_says_why_there_is_none_or_why_it_is_small(ratio, starts):
+    note = display.speedup_note(ratio, 3_500_000, 40)
+    assert note is None if starts is None else note.startswith(starts)
+
+
 @pytest.mark.parametrize("steps, at", [(1, 0), (2, 1), (3, 1), (24, 12)])
 def test_pages_open_past_the_prompt_pass(steps, at):
     assert display.NORMAL.open_step(steps) == at and display.PRESENTER.open_step(steps) == at

@@ -24,10 +24,10 @@ cols[0].metric("Cached, total", f"{summary.cached_seconds * 1000:.0f} ms")
 if recompute is not None:
     cols[1].metric("Recompute, total", f"{recompute.recompute_seconds * 1000:.0f} ms")
     low, high = recompute.speedup_range
-    cols[2].metric("Speed-up", display.speedup(recompute.speedup),
-                   help=display.no_gain_reason(lm.info["parameters"], summary.prompt_tokens + summary.steps)
-                   if recompute.speedup <= 1 else f"From each step's fastest of {summary.timed_passes} timed passes; "
-                   f"the passes one by one gave {low:.2f}× to {high:.2f}×.")
+    passes = (f"From each step's fastest of {summary.timed_passes} timed passes; the passes one by one gave "
+              f"{low:.2f}× to {high:.2f}×.")
+    cols[2].metric("Speed-up", display.speedup(recompute.speedup), help=passes if display.is_gain(recompute.speedup)
+                   else display.no_gain_reason(lm.info["parameters"], summary.prompt_tokens + summary.steps))
 weights = cost.weight_bytes(lm.model)
 bandwidth = memory_bandwidth()
 floor = cost.step_floor_seconds(weights, bandwidth)
