@@ -9,58 +9,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any, NoReturn
 
 from gptviz import display
+from gptviz.arguments import (
+    EXIT_USAGE,
+    Parser,
+    UsageError,
+    finite_float,
+    model_json,
+    non_negative_int,
+    plain,
+    positive_int,
+    quiet_torch,
+)
+from gptviz.lab import cli as lab_cli
 from gptviz.modes import MODES, Mode, parse_modes
 from gptviz.registry import BUNDLED
-from gptviz.settings import CACHES, DTYPES, NEW_TOKENS, SAMPLINGS
-
-EXIT_USAGE = 2  # argparse's own status for bad arguments; every input error uses it
-
-
-class UsageError(Exception):
-    """An input the user must change; printed as one line."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse prints the usage block before its error; keep it to the one error line."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def _int_at_least(minimum: int):
-    """An argparse type: a whole number ≥ ``minimum``, with a one-line reason otherwise."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be ≥ {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-_positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
-
-
-def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+from gptviz.settings import CACHES, DTYPE, DTYPES, NEW_TOKENS, SAMPLINGS, DecodeSettings
 
 
 def _modes(text: str) -> tuple[Mode, ...]:
@@ -73,36 +42,34 @@ def _modes(text: str) -> tuple[Mode, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m gptviz", description="Decode one prompt with a KV cache and by "
+    parser = Parser(prog="python -m gptviz", description="Decode one prompt with a KV cache and by "
                      "recomputing the whole sequence, and compare the two.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     p = commands.add_parser("compare", help="run every decoding mode on one prompt and report the comparison")
     p.add_argument("--model", default=BUNDLED,
                    help="'bundled' (offline), a Hub id (gpt2, distilgpt2, gpt2-medium, ...), or a local directory")
     p.add_argument("--prompt", required=True, help="the text to continue")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=NEW_TOKENS,
+    p.add_argument("--max-new-tokens", type=positive_int, default=NEW_TOKENS,
                    help=f"tokens to generate (default {NEW_TOKENS})")
-    p.add_argument("--sampling", choices=SAMPLINGS, default="greedy",
-                   help="argmax, or a seeded draw after temperature/top-k/top-p (default greedy)")
-    p.add_argument("--temperature", type=_finite_float, default=None, help="sampling only: > 0 (default 1)")
-    p.add_argument("--top-k", type=_non_negative_int, default=None, help="sampling only: 0 turns it off (default)")
-    p.add_argument("--top-p", type=_finite_float, default=None, help="sampling only: in (0, 1], 1 is off (default)")
-    p.add_argument("--seed", type=_non_negative_int, default=None,
+    p.add_argument("--sampling", choices=SAMPLINGS, default=DecodeSettings.sampling,
+                   help=f"argmax, or a seeded draw after temperature/top-k/top-p (default {DecodeSettings.sampling})")
+    p.add_argument("--temperature", type=finite_float, default=None, help="sampling only: > 0 (default 1)")
+    p.add_argument("--top-k", type=non_negative_int, default=None, help="sampling only: 0 turns it off (default)")
+    p.add_argument("--top-p", type=finite_float, default=None, help="sampling only: in (0, 1], 1 is off (default)")
+    p.add_argument("--seed", type=non_negative_int, default=None,
                    help="sampling only: seed of the sampler, 0 to 2**64 - 1 (default 0)")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
-                   help="compute dtype; float64 shrinks the cached/recompute gap to ~1e-13 (default float32)")
-    p.add_argument("--cache", choices=CACHES, default="dynamic",
-                   help="growing DynamicCache or preallocated StaticCache (default dynamic)")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default=DTYPE,
+                   help=f"compute dtype; float64 shrinks the cached/recompute gap to ~1e-13 (default {DTYPE})")
+    p.add_argument("--cache", choices=CACHES, default=DecodeSettings.cache,
+                   help=f"growing DynamicCache or preallocated StaticCache (default {DecodeSettings.cache})")
     p.add_argument("--modes", type=_modes, default=MODES,
                    help=f"comma-separated decoders to run (default {','.join(MODES)}); cached always runs")
     p.add_argument("--no-attention", action="store_true",
                    help="do not keep attention maps (faster, less memory; no slice proof in the report)")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: torch's choice); 1 is steadier on a busy machine")
     p.add_argument("--json", action="store_true", help="print one JSON report instead of a table")
-    from gptviz.lab.cli import add_parser as add_lab_parser
-
-    add_lab_parser(commands)
+    lab_cli.add_parser(commands)
     return parser
 
 
@@ -125,19 +92,6 @@ def settings_from(args: argparse.Namespace):
     ).validate()
 
 
-def _plain(value: Any) -> Any:
-    """JSON-safe Python values: numpy scalars unboxed, NaN/inf as null (strict JSON has neither)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def report(lm, prompt: str, result) -> dict:
     """The JSON report of one run: model, tokens of each mode, per-step agreement, timings, KV bytes."""
     cached = result.cached
@@ -156,8 +110,8 @@ def report(lm, prompt: str, result) -> dict:
     steps = []
     for row, step in zip(table[keep].to_dict(orient="records"), cached.steps, strict=True):
         steps.append({"step": row.pop("step"), "token_id": step.token_id, "token": step.token_text, **row})
-    return _plain({
-        "model": {"source": lm.source, "name": lm.name, "dtype": lm.dtype, **lm.info},
+    return plain({
+        "model": model_json(lm),
         "settings": asdict(result.settings),
         "prompt": {"text": prompt, "token_ids": cached.prompt_ids, "tokens": cached.prompt_tokens},
         "text": result.text,
@@ -181,7 +135,8 @@ def table_text(data: dict) -> str:
     head = f"{'step':>4}  {'token':<14} {'ctx':>4}  {'cached ms':>9}"
     if has_recompute:
         head += f"  {'recomp ms':>9}  {'max|Δlogit|':>11}  {'argmax=':>7}"
-    head += f"  {'KV KiB':>8}"
+    kv_name, kv_size = display.byte_unit(s["kv_cache_allocated"])  # the largest KV figure of the run
+    head += f"  {'KV ' + kv_name:>8}"
     lines += [head, "-" * len(head)]
     for row in data["steps"]:
         token = display.token(row["token"], 14)  # whitespace made visible: each step stays on one line
@@ -189,11 +144,11 @@ def table_text(data: dict) -> str:
         if has_recompute:
             line += (f"  {_ms(row['recompute_seconds']):>9}  {row['max_abs_dlogit']:>11.2e}"
                      f"  {'yes' if row['argmax_equal'] else 'NO':>7}")
-        line += f"  {row['kv_bytes'] / 1024:>8.1f}"
+        line += f"  {row['kv_bytes'] / kv_size:>8.1f}"
         lines.append(line)
     lines.append("")
-    lines.append(f"cached total {s['cached_seconds']:.3f} s; KV cache {s['kv_cache_bytes'] / 1024:.1f} KiB "
-                 f"(allocated {s['kv_cache_allocated'] / 1024:.1f} KiB)")
+    lines.append(f"cached total {s['cached_seconds']:.3f} s; KV cache {display.size(s['kv_cache_bytes'])} "
+                 f"(allocated {display.size(s['kv_cache_allocated'])})")
     if has_recompute:
         lines.append(f"recompute total {s['recompute_seconds']:.3f} s ({s['speedup']:.1f}× the cached time); "
                      f"same tokens: {s['same_tokens']}; max |Δlogit| {s['max_abs_dlogit']:.2e}; "
@@ -206,17 +161,10 @@ def table_text(data: dict) -> str:
 
 def compare_command(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    import transformers
-
     from gptviz.decoding import run, warm_up
     from gptviz.models import load
 
-    transformers.utils.logging.disable_progress_bar()  # stderr stays free for the one error line
-    transformers.utils.logging.set_verbosity_error()
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    quiet_torch(args.threads)
     lm = load(args.model, args.dtype)
     warm_up(lm.model, lm.tokenizer)  # as the app does: the reported timings pay no first-run costs
     result = run(lm.model, lm.tokenizer, args.prompt, settings, model_name=lm.name)
@@ -234,9 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             if args.command == "lab":
-                from gptviz.lab.cli import command as lab_command
-
-                return lab_command(args)
+                return lab_cli.command(args)
             return compare_command(args)
         except (DecodeError, ModelLoadError) as exc:
             raise UsageError(str(exc)) from exc

@@ -38,19 +38,48 @@ def byte_unit(largest: float) -> tuple[str, int]:
     return BYTE_UNITS[power], 1024**power
 
 
+def unit(name: str) -> tuple[str, int]:
+    """A unit by name, for figures that must share one whatever their size: ``unit("MiB") == ("MiB", 2**20)``."""
+    return name, 1024 ** BYTE_UNITS.index(name)
+
+
 def in_unit(n_bytes: float, unit: tuple[str, int]) -> str:
     name, size = unit
     return f"{n_bytes:,.0f} B" if size == 1 else f"{n_bytes / size:,.1f} {name}"
 
 
+WHAT_IF_UNIT = unit("MiB")  # the KV what-if chart and its table: every GPT-2 size on one scale, side by side
+
+
+def size(n_bytes: float) -> str:
+    """One byte figure on its own, in the unit its size calls for: ``size(3 * 2**20) == "3.0 MiB"``."""
+    return in_unit(n_bytes, byte_unit(n_bytes))
+
+
 # ---- speed-up -------------------------------------------------------------------------------------
 
 NO_GAIN = "no gain"  # short enough for a metric; the page says why (no_gain_reason)
+SMALL_GAIN = 1.5  # a measured speed-up below this is called small: the fixed cost of each call still dominates
+
+
+def is_gain(ratio: float) -> bool:
+    """Whether a measured speed-up is one: ≤ 1 is not a (negative) speed-up but no gain."""
+    return ratio > 1.0
 
 
 def speedup(ratio: float) -> str:
-    """A measured speed-up as a reader should take it: ≤ 1 is not a (negative) speed-up but no gain."""
-    return f"{ratio:.1f}×" if ratio > 1.0 else NO_GAIN
+    """A measured speed-up as a reader should take it (``is_gain``), short enough for a metric."""
+    return f"{ratio:.1f}×" if is_gain(ratio) else NO_GAIN
+
+
+def speedup_note(ratio: float, parameters: int, tokens: int) -> str | None:
+    """What to say under a measured speed-up: why there is none, why it is small, or nothing (None)."""
+    if not is_gain(ratio):
+        return no_gain_reason(parameters, tokens)
+    if ratio < SMALL_GAIN:
+        return (f"Only {ratio:.1f}× here: this model is small and the text short, so the fixed cost of each call "
+                "dominates the work the cache saves. Longer outputs or a bigger model show the gap.")
+    return None
 
 
 def no_gain_reason(parameters: int, tokens: int) -> str:

@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 
-from gptviz import cost
+from gptviz import cost, display
 from gptviz.modes import MODES, Mode
 
 NEW_TOKENS = 24  # default tokens to generate
@@ -27,6 +27,7 @@ MEMORY_BUDGET = 512 * 2**20  # default bytes of attention one run may hold (see 
 SAMPLINGS = ("greedy", "sample")
 CACHES = ("dynamic", "static")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}  # compute dtypes a model can be loaded in
+DTYPE = "float32"  # the default compute dtype (app, CLIs)
 
 
 SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes a 64-bit seed
@@ -72,12 +73,12 @@ class Limits:
 @dataclass(frozen=True)
 class DecodeSettings:
     max_new_tokens: int = NEW_TOKENS  # tokens to generate after the prompt
-    sampling: Literal["greedy", "sample"] = "greedy"  # argmax, or draw from the processed distribution
+    sampling: Literal["greedy", "sample"] = SAMPLINGS[0]  # argmax, or draw from the processed distribution
     temperature: float = 1.0  # sampling only: divides the logits (> 0)
     top_k: int = 0  # sampling only: keep the k best tokens (0 = off)
     top_p: float = 1.0  # sampling only: keep the smallest set with probability >= p (1 = off)
     seed: int = 0  # seeds the one sampler that chooses tokens for every mode
-    cache: Literal["dynamic", "static"] = "dynamic"  # growing DynamicCache or preallocated StaticCache
+    cache: Literal["dynamic", "static"] = CACHES[0]  # growing DynamicCache or preallocated StaticCache
     timed_passes: int = TIMED_PASSES  # at most this many lockstep passes of every mode; each step keeps its fastest
     modes: tuple[Mode, ...] = MODES  # which decoders to run; cached first (it chooses the tokens)
     record_attention: bool = True  # keep attention maps (the memory-heavy part of a trace)
@@ -185,6 +186,6 @@ def _check_memory(s: DecodeSettings, prompt_len: int, shape: cost.Shape, value_b
     if need > budget:
         fits = (t for t in range(1, tokens + 1) if cost.run_memory_bytes(shape, t, value_bytes) <= budget)
         fit = max(fits, default=0)
-        raise DecodeError(f"keeping every attention map for {tokens} tokens needs {need / 2**20:.0f} MiB, over "
-                          f"this server's budget of {budget / 2**20:.0f} MiB: use at most "
+        raise DecodeError(f"keeping every attention map for {tokens} tokens needs {display.size(need)}, over "
+                          f"this server's budget of {display.size(budget)}: use at most "
                           f"{max(fit - prompt_len + 1, 0)} new tokens with this prompt.")

@@ -13,7 +13,7 @@ import pandas as pd
 from gptviz import anatomy, cost, display, models, registry
 from gptviz.hosting import Policy
 from gptviz.modes import Mode
-from gptviz.settings import DecodeSettings
+from gptviz.settings import DTYPE, DecodeSettings
 
 PRESETS = {
     "Romeo at the window": "ROMEO.\nBut soft, what light through yonder window breaks?",
@@ -47,7 +47,7 @@ class AppSettings:
 
     source: str = registry.BUNDLED  # 'bundled', a Hub id, or a directory
     prompt: str = PRESETS["Romeo at the window"]
-    dtype: str = "float32"  # the compute dtype the model is loaded in
+    dtype: str = DTYPE  # the compute dtype the model is loaded in
     max_new_tokens: int = _DECODE.max_new_tokens  # the sidebar's decoding knobs, as DecodeSettings names them
     sampling: str = _DECODE.sampling
     temperature: float = _DECODE.temperature
@@ -101,8 +101,8 @@ def token_steps(run) -> pd.DataFrame:
 def what_if_table(shapes: dict[str, cost.Shape], tokens: int, dtype: str) -> pd.DataFrame:
     """KV-cache size of each GPT-2 size at ``tokens`` tokens in ``dtype`` (cost.kv_bytes), and whether it fits."""
     return pd.DataFrame([{  # the key column right after the name: a phone shows it without scrolling
-        "model": name, f"KV cache for {tokens:,} tokens (MiB)":
-            cost.kv_bytes(s.layers, s.heads, s.head_dim, tokens, cost.DTYPE_BYTES[dtype]) / 2**20,
+        "model": name, f"KV cache for {tokens:,} tokens ({display.WHAT_IF_UNIT[0]})":
+            cost.kv_bytes(s.layers, s.heads, s.head_dim, tokens, cost.DTYPE_BYTES[dtype]) / display.WHAT_IF_UNIT[1],
         "beyond its context?": tokens > s.context,
         "layers": s.layers, "heads": s.heads, "head_dim": s.head_dim} for name, s in shapes.items()])
 

@@ -9,7 +9,7 @@ With no recorder active our "gptviz" attention implementation runs SDPA, so plai
 
 Like for like: ``generate`` projects only the last position onto the vocabulary
 (it passes ``logits_to_keep=1`` itself), so it is the baseline of the ``recompute_last``
-mode; the ``recompute`` mode (logits for every position, the lesson of seed question 3)
+mode; the ``recompute`` mode (logits for every position, as a naive loop computes them)
 is compared with ``generate(use_cache=False, logits_to_keep=0)``, which does the same work.
 
 Also reported: stored trace bytes, peak RSS, the cached step against its memory-bandwidth

@@ -1,6 +1,6 @@
 """Load test: a class of students on one real `streamlit run app.py` server (hosted mode).
 
-    python scripts/load_test.py                          # every scenario of issue 10 (~10+ min on 2 cores)
+    python scripts/load_test.py                          # every scenario in ALL (~10+ min on 2 cores)
     python scripts/load_test.py a --students 30          # (a) 30 students open the same link at once
     python scripts/load_test.py a --students 30 --new 128
     python scripts/load_test.py b --students 30          # (b) 30 students, 30 different settings
@@ -497,7 +497,7 @@ def scenario_d(args) -> dict:
 
 
 SCENARIOS = {"a": scenario_a, "b": scenario_b, "c": scenario_c, "d": scenario_d}
-ALL = [  # the issue's targets, in order: (scenario, students, new tokens, client)
+ALL = [  # the README's table of targets, in order: (scenario, students, new tokens, client)
     ("a", 30, 24, "ws"), ("a", 30, 128, "ws"), ("a", 8, 24, "browser"), ("b", 30, 24, "ws"),
     ("b", 8, 64, "browser"), ("c", 1, 24, "ws"), ("d", 1, 24, "ws"),
 ]

@@ -1,4 +1,4 @@
-"""Measure the app's responsiveness (issue 6): page re-render after moving a slider, and cold start.
+"""Measure the app's responsiveness: page re-render after moving a slider, and cold start.
 
     python scripts/measure_app.py                  # both measurements, a table
     python scripts/measure_app.py --json-out m.json --reruns 20 --cold-runs 3

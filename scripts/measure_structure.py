@@ -1,4 +1,4 @@
-"""Print the library's size figures for issue 12: functions over 40 lines and modules over 300 lines.
+"""The library's size against the limits it keeps to: functions over 40 lines, modules over 300 lines.
 
 ``python scripts/measure_structure.py [gptviz]`` — counts source lines (docstrings and comments
 included) with the ast module; exits 0 either way, it reports and does not judge.

@@ -116,7 +116,7 @@ def test_greedy_needs_no_seed(tiny_model, tokenizer):
 
 
 def test_the_context_fits_exactly_what_a_run_feeds(tiny_model, tokenizer):
-    """Hole 11: the last chosen token is never fed, so prompt p + n new tokens need p + n - 1 positions."""
+    """The last chosen token is never fed, so prompt p + n new tokens need p + n - 1 positions (not p + n)."""
     context = tiny_model.config.n_positions  # 64
     full = run(tiny_model, tokenizer, "x" * (context - 1), DecodeSettings(max_new_tokens=2, cache="static"))
     assert full.cached.steps[-1].context_len == context  # the last step attended over every position

@@ -11,6 +11,8 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from gptviz import display, ui_state
+from gptviz.settings import CACHES, DTYPES, SAMPLINGS
+from gptviz.ui_state import AppSettings
 from tests.conftest import TINY_SOURCE
 from views._model import load_model
 from views._wait import refine_key, server
@@ -124,6 +126,14 @@ def test_moving_a_slider_does_not_run_the_model_again():
     assert shown(at) is before and len(at.session_state["gptviz_runs"]) == 1
     assert "step 3" in figures(at)[0]["layout"]["title"]["text"]
     assert not at.text  # no progress box: nothing was decoded
+
+
+def test_a_fresh_sidebar_offers_the_librarys_choices_and_defaults():
+    at = start()  # only the model and the token count come from the link
+    assert shown(at).settings == AppSettings(source=TINY_SOURCE, max_new_tokens=6)
+    assert at.radio(key="sampling").options == list(SAMPLINGS)
+    assert at.segmented_control(key="dtype").options == list(DTYPES)
+    assert at.segmented_control(key="cache").options == list(CACHES)
 
 
 def test_settings_come_from_the_url():

@@ -23,9 +23,26 @@ def test_byte_unit_is_binary_and_follows_the_largest_figure(largest, unit):
     assert display.in_unit(largest, (name, size)).endswith(unit)
 
 
+@pytest.mark.parametrize("n_bytes, text", [(100, "100 B"), (1536, "1.5 KiB"), (512 * 2**20, "512.0 MiB"),
+                                           (3 * 2**30, "3.0 GiB")])
+def test_a_lone_byte_figure_takes_the_unit_its_size_calls_for(n_bytes, text):
+    assert display.size(n_bytes) == text
+
+
+def test_a_unit_by_name_is_the_one_byte_unit_picks():
+    assert display.unit("MiB") == display.byte_unit(5 * 2**20) and display.WHAT_IF_UNIT == ("MiB", 2**20)
+
+
 @pytest.mark.parametrize("ratio, text", [(0.7, display.NO_GAIN), (1.0, display.NO_GAIN), (3.46, "3.5×")])
 def test_a_speedup_of_one_or_less_is_no_gain(ratio, text):
     assert display.speedup(ratio) == text
+
+
+@pytest.mark.parametrize("ratio, starts", [(0.7, "No measurable gain"), (1.0, "No measurable gain"),
+                                           (1.2, "Only 1.2× here"), (1.49, "Only 1.5× here"), (1.5, None), (8.0, None)])
+def test_a_speedup_note_says_why_there_is_none_or_why_it_is_small(ratio, starts):
+    note = display.speedup_note(ratio, 3_500_000, 40)
+    assert note is None if starts is None else note.startswith(starts)
 
 
 @pytest.mark.parametrize("steps, at", [(1, 0), (2, 1), (3, 1), (24, 12)])

@@ -1,6 +1,8 @@
 """Cache lab: each variant's invariant holds where it should, and visibly breaks where it should not."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +10,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicSlidingWindowLayer
 
 import gptviz
-from gptviz import cost, lab
+from gptviz import cost, display, lab
 from gptviz.lab import Variant, paged, precision, prefix, settings, variants
 from gptviz.models import random_model
 
@@ -152,7 +154,9 @@ def test_the_cached_recompute_gap_shrinks_with_precision(model):
 def test_the_precision_study_refuses_a_model_too_big_to_copy(model, monkeypatch):
     monkeypatch.setattr(precision, "COPY_BUDGET", 1000)
     study = precision.precision_study(model, [1, 2], [3, 4], lab.PRECISIONS)
-    assert study.rows == [] and "GiB" in study.skipped and study.summary().empty
+    copy_bytes = 8 * sum(p.numel() for p in model.parameters())  # the float64 copy it would make
+    assert study.rows == [] and study.summary().empty
+    assert f"needs {display.size(copy_bytes)}, over this lab's {display.size(1000)}" in study.skipped
 
 
 def test_calculator_counts_kv_heads_not_query_heads():
@@ -239,6 +243,17 @@ def test_bad_settings_say_what_to_change(bundled, change, message):
         paged.block_table({"a": [1]}, 0, 8, 1)
 
 
+def documented_json_keys() -> dict[str, list[str]]:
+    """The README's list of ``python -m gptviz lab --json`` keys: section ("top level", "variants", ...) -> keys."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("Its keys are stable ids", 1)[1].split("\n\n", 2)[1]
+    sections = {}
+    for line in block.splitlines():
+        name, keys = re.sub(r"\([^)]*\)", "", line.removeprefix("* ")).split(":", 1)
+        sections[name.strip().strip("`")] = re.findall(r"`(\w+)`", keys)
+    return sections
+
+
 def test_cli_lab_json_has_the_reports_figures(capsys):
     from gptviz import cli
 
@@ -247,8 +262,14 @@ def test_cli_lab_json_has_the_reports_figures(capsys):
     assert data["seconds"] > 0 and data["new_tokens"] == 6 and data["settings"]["groups"] == 3
     names = [v["variant"] for v in data["variants"]]
     assert names == ["fp8", "quanto-int4", "quanto-int2", "window 5", "sinks 4 + window 5", "GQA 3 groups"]
-    assert all(v["bytes measured"] == v["bytes formula"] for v in data["variants"])
+    assert all(v["bytes_measured"] == v["bytes_formula"] for v in data["variants"])
     assert len(data["steps"]) == 6 * 6 and {p["dtype"] for p in data["precision"]} == set(lab.PRECISIONS)
+    documented = documented_json_keys()  # the README's list of keys is the one the command prints
+    assert documented.pop("top level") == list(data)
+    for section, keys in documented.items():
+        rows = data[section] if isinstance(data[section], list) else [data[section]]
+        assert all(list(row) == keys for row in rows), section
+    assert [row["layout"] for row in data["paged"]] == list(lab.LAYOUT_LABELS)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -268,3 +289,17 @@ def test_cli_lab_bad_settings_print_one_line(capsys, args, message):
     assert cli.main(["lab", "--prompt", "ROMEO.", "--max-new-tokens", "3", *args]) == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_the_lab_figures_leave_the_modes_colours_to_the_modes(report):
+    """Blue, orange and green mean the app's three decoders (Mode.color); the lab's variants and blocks are others."""
+    from gptviz.lab import figures
+    from gptviz.modes import Mode
+
+    drawn = set()
+    for fig in (figures.drift(report), figures.cache_bytes(report), figures.precision_gap(report.precision),
+                figures.block_table(report.paged(4))):
+        for trace in fig.data:
+            drawn |= {getattr(getattr(trace, part, None), "color", None) for part in ("line", "marker")}
+            drawn |= {color for _, color in getattr(trace, "colorscale", None) or ()}
+    assert len(drawn - {None}) > 4 and not drawn & {m.color for m in Mode}

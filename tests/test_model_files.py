@@ -84,7 +84,7 @@ BROKEN = {
                           r"missing 2 .*\(lm_head\.weight, transformer\.wte\.weight\)"),
     "extra-tensor": (edit_tensors(lambda t: t.update({"transformer.h.9.x": torch.zeros(2)})),
                      r"1 tensor\(s\) this GPT-2 has no place for \(transformer\.h\.9\.x\)"),
-    # hole 2: files safetensors cannot read
+    # files safetensors cannot read
     "random-bytes": (write_weights(os.urandom(4096)), r"model\.safetensors cannot be read as safetensors"),
     "zero-bytes": (write_weights(b""), r"cannot be read as safetensors \(.*header too small"),
     "absurd-header-length": (write_weights((2**62).to_bytes(8, "little") + b"{}"), r"header too large"),
@@ -94,7 +94,7 @@ BROKEN = {
     "index-not-json": (sharded("{oops"), r"model\.safetensors\.index\.json is not a valid safetensors index"),
     "index-missing-shard": (sharded(json.dumps({"weight_map": {"transformer.wte.weight": "gone.safetensors"}})),
                             r"gone\.safetensors cannot be read as safetensors"),
-    # hole 4: config.json that does not match the weights, or that no GPT-2 can run
+    # config.json that does not match the weights, or that no GPT-2 can run
     "n_positions-0": (edit_config(n_positions=0), r"does not match its weights: it says n_positions=0 but the "
                                                   r"weights hold 64 \(wpe\.weight is \[64, 32\]\)"),
     "n_positions-negative": (edit_config(n_positions=-1), r"n_positions=-1 but the weights hold 64"),
@@ -132,7 +132,7 @@ def test_broken_model_directory_is_refused_with_its_reason(model_dir, case):
 
 
 def test_genuine_zero_position_model_says_it_cannot_run(tmp_path):
-    """A checkpoint whose weights agree with n_positions: 0 (hole 4: was 'at most -1 tokens')."""
+    """A checkpoint whose weights agree with n_positions: 0 (the context check once said 'at most -1 tokens')."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     GPT2LMHeadModel(GPT2Config(n_positions=0, n_layer=1, n_head=2, n_embd=16, vocab_size=64)).save_pretrained(tmp_path)

@@ -8,6 +8,7 @@ import torch
 from gptviz import cost, display, plots, registry
 from gptviz.compare import Comparison
 from gptviz.decoding import DecodeSettings, Run
+from gptviz.modes import Mode
 from gptviz.trace import Step, Trace
 
 PROMPT, STEPS, LAYERS, HEADS, HEAD_DIM = 3, 5, 2, 3, 4
@@ -343,3 +344,34 @@ def test_attention_growth_opens_at_the_requested_step(run):
     slider = fig.layout.sliders[0]
     assert slider.steps[slider.active].label == "3"
     assert fig.layout.updatemenus[0].pad.t > slider.pad.t  # the buttons below the slider, not over its labels
+
+
+def trace_colors(trace) -> set[str]:
+    """The colours a trace is drawn in (line and marker; a per-point array of colours counts each)."""
+    found = set()
+    for part in ("line", "marker"):
+        color = getattr(getattr(trace, part, None), "color", None)
+        found |= {color} if isinstance(color, str) else {c for c in (color if color is not None else ()) if
+                                                          isinstance(c, str)}
+    return found
+
+
+def test_a_modes_colour_marks_that_mode_and_nothing_else(run):
+    """Blue, orange and green mean the three modes on every chart; a mask, a byte count or a layer has its own."""
+    static = make_run(cache_kind="static")
+    figures = [plots.logit_delta(run), plots.attention_panes(run, 0, 0, 2), plots.attention_heads(run.recompute, 0, 2),
+               plots.kv_per_layer(run), plots.kv_allocation(run), plots.kv_allocation(static),
+               plots.kv_what_if(registry.SHAPES, 2048, "float16"), plots.step_times(run, floor_seconds=0.001),
+               plots.cumulative_times(run), plots.layer_times(run), plots.prefill_decode(run),
+               plots.step_flops(run, cost.Shape(LAYERS, HEADS, HEADS * HEAD_DIM, 50, 64)),
+               plots.hidden_drift(drift_frame())]
+    colour_of = {Mode(m).color: Mode(m) for m in Mode}
+    seen = set()
+    for fig in figures:
+        for trace in fig.data:
+            for color in trace_colors(trace) & set(colour_of):
+                mode = colour_of[color]
+                seen.add(mode)
+                assert mode.label in (trace.name or "") or trace.legendgroup == mode, (fig.layout.title.text,
+                                                                                       trace.name, color)
+    assert seen == set(Mode)  # the check saw every mode's colour where it belongs

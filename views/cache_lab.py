@@ -4,7 +4,7 @@ import json
 
 import streamlit as st
 
-from gptviz import lab
+from gptviz import display, lab
 from gptviz.lab import figures
 from views._model import loaded
 from views._runs import require
@@ -72,7 +72,8 @@ st.markdown(lab.text.precision(report))
 if report.precision.rows:
     small = st.column_config.NumberColumn(format="%.1e")
     st.dataframe(report.precision.summary(), hide_index=True, width="stretch",
-                 column_config={"max |Δ| cached vs recompute": small, "max |Δ| vs float64": small})
+                 column_config={lab.PRECISION_LABELS[k]: small for k in ("max_abs_cached_vs_recompute",
+                                                                          "max_abs_vs_float64")})
     chart(figures.precision_gap(report.precision), "lab_precision", "the gap between cached and "
                  "recomputed logits shrinks with every extra bit: bfloat16 above float16 above float32 above float64.")
 
@@ -99,8 +100,9 @@ pasted = st.text_area("…or paste a config.json", key="lab_json", height=80)
 try:
     size = lab.kv_size(json.loads(pasted) if pasted.strip() else lab.KNOWN_CONFIGS[name], int(tokens))
     m = st.columns(2)
-    m[0].metric(f"KV cache at {size.tokens:,} tokens", f"{size.total / 2**30:.2f} GiB")
-    m[1].metric("Counted with query heads instead", f"{size.total_if_query_heads / 2**30:.2f} GiB",
+    unit = display.byte_unit(size.total_if_query_heads)  # the larger: both figures in one unit
+    m[0].metric(f"KV cache at {size.tokens:,} tokens", display.in_unit(size.total, unit))
+    m[1].metric("Counted with query heads instead", display.in_unit(size.total_if_query_heads, unit),
                 help=f"{size.overstatement:.0f}× too much")
     st.dataframe(size.to_frame(), hide_index=True, width="stretch")
 except (lab.LabError, json.JSONDecodeError) as exc:

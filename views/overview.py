@@ -49,13 +49,10 @@ if recompute is not None and not recompute.same_tokens:
     st.warning(f"From step {recompute.first_disagreement} on, the recompute pass's own logits would have chosen "
                "another token than the cache did (it kept following the cached tokens, so every step stays "
                "comparable). Look at the **Side by side** page for the size of the difference.")
-if recompute is not None and recompute.speedup <= 1:
-    st.caption(display.no_gain_reason(loaded(result).info["parameters"], summary.prompt_tokens + summary.steps)
-               + " The **Timing** page shows the FLOPs it saves.")
-elif recompute is not None and recompute.speedup < 1.5:
-    st.caption(f"Only {recompute.speedup:.1f}× here: this model is small and the text short, so the fixed cost of "
-               "each call dominates the work the cache saves. The **Timing** page shows the FLOPs it saves; "
-               "longer outputs or a bigger model show the gap.")
+note = None if recompute is None else display.speedup_note(recompute.speedup, loaded(result).info["parameters"],
+                                                            summary.prompt_tokens + summary.steps)
+if note:
+    st.caption(note + " The **Timing** page shows the FLOPs it saves.")
 
 st.subheader("What it wrote")
 left, right = st.columns(2)

@@ -24,15 +24,15 @@ cols[0].metric("Cached, total", f"{summary.cached_seconds * 1000:.0f} ms")
 if recompute is not None:
     cols[1].metric("Recompute, total", f"{recompute.recompute_seconds * 1000:.0f} ms")
     low, high = recompute.speedup_range
-    cols[2].metric("Speed-up", display.speedup(recompute.speedup),
-                   help=display.no_gain_reason(lm.info["parameters"], summary.prompt_tokens + summary.steps)
-                   if recompute.speedup <= 1 else f"From each step's fastest of {summary.timed_passes} timed passes; "
-                   f"the passes one by one gave {low:.2f}× to {high:.2f}×.")
+    passes = (f"From each step's fastest of {summary.timed_passes} timed passes; the passes one by one gave "
+              f"{low:.2f}× to {high:.2f}×.")
+    cols[2].metric("Speed-up", display.speedup(recompute.speedup), help=passes if display.is_gain(recompute.speedup)
+                   else display.no_gain_reason(lm.info["parameters"], summary.prompt_tokens + summary.steps))
 weights = cost.weight_bytes(lm.model)
 bandwidth = memory_bandwidth()
 floor = cost.step_floor_seconds(weights, bandwidth)
 cols[3].metric("Bandwidth floor per cached step", f"{floor * 1000:.2f} ms",
-               help=f"{weights / 2**20:.1f} MiB of weights ÷ {bandwidth.read / 1e9:.1f} GB/s measured read bandwidth "
+               help=f"{display.size(weights)} of weights ÷ {bandwidth.read / 1e9:.1f} GB/s measured read bandwidth "
                     f"(copy: {bandwidth.copy / 1e9:.1f} GB/s): a decode step must read every weight at least once.")
 
 chart(plots.step_times(run, floor_seconds=floor), "step_times", "the cached steps stay flat as the text "

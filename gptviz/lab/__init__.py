@@ -24,8 +24,8 @@ from gptviz import cost
 from gptviz.lab import text
 from gptviz.lab.caches import GroupedKVLayer, SinkWindowLayer, build, measured_bytes
 from gptviz.lab.calculator import KNOWN_CONFIGS, KVSize, kv_size
-from gptviz.lab.paged import PagedResult, block_table
-from gptviz.lab.precision import PrecisionResult, precision_study
+from gptviz.lab.paged import LAYOUT_LABELS, PAGED_LABELS, PagedResult, block_table
+from gptviz.lab.precision import PRECISION_LABELS, PrecisionResult, precision_study
 from gptviz.lab.prefix import PrefixResult, shared_prefix
 from gptviz.lab.settings import (
     BACKENDS,
@@ -34,6 +34,7 @@ from gptviz.lab.settings import (
     LabSettings,
     Variant,
     check,
+    labelled,
     quanto_missing,
     suggested_groups,
 )
@@ -41,10 +42,18 @@ from gptviz.lab.settings import variants as plan
 from gptviz.lab.variants import VariantResult, greedy, run_variant
 
 __all__ = [
-    "BACKENDS", "KNOWN_CONFIGS", "PRECISIONS", "GroupedKVLayer", "KVSize", "LabError", "LabReport", "LabSettings",
-    "PagedResult", "PrecisionResult", "PrefixResult", "SinkWindowLayer", "Variant", "VariantResult", "build",
-    "check", "kv_size", "measured_bytes", "quanto_missing", "run", "suggested_groups", "text",
+    "BACKENDS", "KNOWN_CONFIGS", "LAYOUT_LABELS", "PAGED_LABELS", "PRECISIONS", "PRECISION_LABELS", "VARIANT_LABELS",
+    "GroupedKVLayer", "KVSize", "LabError", "LabReport", "LabSettings", "PagedResult", "PrecisionResult",
+    "PrefixResult", "SinkWindowLayer", "Variant", "VariantResult", "build", "check", "kv_size", "labelled",
+    "measured_bytes", "quanto_missing", "run", "suggested_groups", "text",
 ]
+
+
+# The variants table's stable ids (JSON keys, ``python -m gptviz lab --json``) -> the page's column labels.
+VARIANT_LABELS = {"variant": "variant", "max_abs_dlogit": "max |Δlogit|", "max_kl": "max KL",
+                  "argmax_agreement_pct": "argmax agreement %", "first_divergence": "first divergence",
+                  "bytes_measured": "bytes measured", "bytes_formula": "bytes formula",
+                  "pct_of_exact_bytes": "% of exact bytes"}
 
 
 @dataclass
@@ -66,15 +75,18 @@ class LabReport:
         """Bytes it holds (a server keeps finished results up to a byte budget): its pickled size."""
         return len(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
 
-    def summary(self) -> pd.DataFrame:
-        """One row per variant: exactness lost, bytes bought."""
+    def variant_rows(self) -> list[dict]:
+        """One row per variant, keyed by stable ids (the JSON's keys): exactness lost, bytes bought."""
         exact = self.exact_bytes[-1]
-        return pd.DataFrame([{
-            "variant": v.variant.name, "max |Δlogit|": max(v.deltas.max_abs), "max KL": max(v.deltas.kl),
-            "argmax agreement %": 100 * sum(v.deltas.agrees) / len(v.deltas.agrees),
-            "first divergence": v.first_divergence, "bytes measured": v.bytes_measured[-1],
-            "bytes formula": v.bytes_formula[-1], "% of exact bytes": 100 * v.bytes_measured[-1] / exact,
-        } for v in self.variants])
+        return [{"variant": v.variant.name, "max_abs_dlogit": max(v.deltas.max_abs), "max_kl": max(v.deltas.kl),
+                 "argmax_agreement_pct": 100 * sum(v.deltas.agrees) / len(v.deltas.agrees),
+                 "first_divergence": v.first_divergence, "bytes_measured": v.bytes_measured[-1],
+                 "bytes_formula": v.bytes_formula[-1], "pct_of_exact_bytes": 100 * v.bytes_measured[-1] / exact}
+                for v in self.variants]
+
+    def summary(self) -> pd.DataFrame:
+        """``variant_rows`` for display: one row per variant, columns labelled for a reader (VARIANT_LABELS)."""
+        return labelled(self.variant_rows(), VARIANT_LABELS)
 
     def steps(self) -> pd.DataFrame:
         """Per step, every variant (long format), with the exact cache's bytes beside."""
@@ -94,13 +106,12 @@ class LabReport:
     def to_json(self) -> dict:
         return {"prompt_tokens": len(self.prompt_ids), "new_tokens": len(self.exact_tokens),
                 "exact_text": self.exact_text, "seconds": self.seconds, "missing_backends": self.missing,
-                "variants": self.summary().to_dict(orient="records"),
-                "precision": self.precision.summary().to_dict(orient="records"),
+                "variants": self.variant_rows(), "precision": self.precision.summary_rows(),
                 "precision_skipped": self.precision.skipped,
                 "prefix": {"shared_tokens": self.prefix.shared_tokens, "max_abs_dlogit": list(self.prefix.max_abs),
                            "fresh_prefill_s": self.prefix.fresh_seconds,
                            "reused_prefill_s": self.prefix.reused_seconds, "prefix_bytes": self.prefix.prefix_bytes},
-                "paged": self.paged(self.settings.block_size).summary().to_dict(orient="records")}
+                "paged": self.paged(self.settings.block_size).summary_rows()}
 
 
 def run(model, tokenizer, settings: LabSettings = LabSettings()) -> LabReport:

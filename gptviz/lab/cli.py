@@ -1,7 +1,8 @@
 """``python -m gptviz lab --prompt TEXT [--json]``: the Cache lab's figures on the command line.
 
 Validated by ``gptviz.lab.check`` (the page's messages); a bad setting prints one line and exits 2,
-like every gptviz command (gptviz/cli.py parses, dispatches and prints the error).
+like every gptviz command (gptviz/cli.py dispatches and prints the error; gptviz/arguments.py holds
+what both parsers share).
 """
 
 from __future__ import annotations
@@ -10,14 +11,12 @@ import argparse
 import dataclasses
 import json
 
-import transformers
-
 from gptviz import lab
-from gptviz.cli import UsageError, _plain, _positive_int
+from gptviz.arguments import UsageError, model_json, plain, positive_int, quiet_torch
 from gptviz.lab import BACKENDS, LabSettings
 from gptviz.models import load
 from gptviz.registry import BUNDLED
-from gptviz.settings import DTYPES, NEW_TOKENS
+from gptviz.settings import DTYPE, DTYPES, NEW_TOKENS
 
 
 def _backend_list(text: str) -> tuple[str, ...]:
@@ -35,9 +34,9 @@ def add_parser(commands) -> None:
     p = commands.add_parser("lab", help="what quantized, windowed, sink, shared-prefix, paged and GQA caches cost")
     p.add_argument("--model", default=BUNDLED, help="'bundled' (offline), a Hub id, or a local directory")
     p.add_argument("--prompt", required=True, help="the text every cache variant continues")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=LabSettings.max_new_tokens,
+    p.add_argument("--max-new-tokens", type=positive_int, default=LabSettings.max_new_tokens,
                    help=f"tokens the exact cache chooses, then every variant is fed (default {NEW_TOKENS})")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="compute dtype (default float32)")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default=DTYPE, help=f"compute dtype (default {DTYPE})")
     p.add_argument("--window", type=int, default=LabSettings.window,
                    help=f"sliding window in tokens (default {LabSettings.window})")
     p.add_argument("--sinks", type=int, default=LabSettings.sinks,
@@ -52,7 +51,7 @@ def add_parser(commands) -> None:
                    help=f"paged KV: tokens per block (default {LabSettings.block_size})")
     p.add_argument("--prefix-prompts", nargs=2, default=LabSettings.prefix_prompts, metavar=("A", "B"),
                    help="two prompts with a common beginning, for the shared-prefix demo")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--json", action="store_true", help="print one JSON report instead of a table")
 
 
@@ -61,18 +60,13 @@ def command(args: argparse.Namespace) -> int:
         prompt=args.prompt, max_new_tokens=args.max_new_tokens, window=args.window, sinks=args.sinks,
         groups=args.groups, backends=args.backends, residual_length=args.residual_length,
         block_size=args.block_size, prefix_prompts=tuple(args.prefix_prompts))
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    quiet_torch(args.threads)
     lm = load(args.model, args.dtype)
     try:
         report = lab.run(lm.model, lm.tokenizer, settings)
     except lab.LabError as exc:
         raise UsageError(str(exc)) from exc
-    data = _plain({"model": {"source": lm.source, "name": lm.name, "dtype": lm.dtype, **lm.info},
+    data = plain({"model": model_json(lm),
                    "settings": dataclasses.asdict(report.settings), **report.to_json(),
                    "steps": report.steps().to_dict(orient="records"),
                    "precision_steps": report.precision.to_frame().to_dict(orient="records")})

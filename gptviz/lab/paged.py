@@ -14,7 +14,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from gptviz.lab.settings import LabError
+from gptviz.lab.settings import LabError, labelled
+
+# Stable ids (JSON keys and layout values, ``python -m gptviz lab --json``) -> the page's labels.
+PAGED_LABELS = {"layout": "layout", "token_slots": "token slots", "kv_bytes": "KV bytes", "waste_pct": "waste %"}
+LAYOUT_LABELS = {"contiguous": "contiguous, max length each", "paged": "paged",
+                 "paged_shared_prefix": "paged + shared prefix blocks"}
 
 
 @dataclass
@@ -53,14 +58,20 @@ class PagedResult:
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.blocks)
 
-    def summary(self) -> pd.DataFrame:
+    def summary_rows(self) -> list[dict]:
+        """One row per layout (contiguous, paged, paged sharing prefix blocks), keyed by stable ids (the JSON's)."""
         sequences = len({b["sequence"] for b in self.blocks})
         shared_slots = self.physical_blocks * self.block_size
-        rows = [("contiguous, max length each", sequences * self.context, self.waste_contiguous),
+        rows = [("contiguous", sequences * self.context, self.waste_contiguous),
                 ("paged", self.logical_blocks * self.block_size, self.waste_paged),
-                ("paged + shared prefix blocks", shared_slots, 1 - self.physical_tokens / shared_slots)]
-        return pd.DataFrame([{"layout": name, "token slots": slots, "KV bytes": slots * self.bytes_per_token,
-                              "waste %": 100 * waste} for name, slots, waste in rows])
+                ("paged_shared_prefix", shared_slots, 1 - self.physical_tokens / shared_slots)]
+        return [{"layout": layout, "token_slots": slots, "kv_bytes": slots * self.bytes_per_token,
+                 "waste_pct": 100 * waste} for layout, slots, waste in rows]
+
+    def summary(self) -> pd.DataFrame:
+        """``summary_rows`` for display: layouts and columns labelled for a reader."""
+        table = labelled(self.summary_rows(), PAGED_LABELS)
+        return table.assign(layout=table["layout"].map(LAYOUT_LABELS))
 
 
 def block_table(sequences: dict[str, list[int]], block_size: int, context: int, bytes_per_token: int) -> PagedResult:

@@ -14,10 +14,15 @@ import pandas as pd
 import torch
 from transformers import DynamicCache
 
+from gptviz import display
+from gptviz.lab.settings import labelled
 from gptviz.lab.variants import deltas, forced
 from gptviz.models import DTYPES
 
 TORCH_DTYPES = {**DTYPES, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# The precision table's stable ids (JSON keys, ``python -m gptviz lab --json``) -> the page's column labels.
+PRECISION_LABELS = {"dtype": "dtype", "max_abs_cached_vs_recompute": "max |Δ| cached vs recompute",
+                    "max_abs_vs_float64": "max |Δ| vs float64", "first_argmax_flip": "first argmax flip"}
 COPY_BUDGET = 4 * 2**30  # bytes: the study runs a private float64 copy (gpt2-medium 2.8 GB fits, gpt2-large not)
 
 
@@ -55,21 +60,23 @@ class PrecisionResult:
                                         "recompute_vs_float64": r.recompute_vs_float64}) for r in self.rows],
                          ignore_index=True)
 
+    def summary_rows(self) -> list[dict]:
+        """One row per number format, keyed by stable ids (the JSON's keys)."""
+        return [{"dtype": r.dtype, "max_abs_cached_vs_recompute": max(r.cached_vs_recompute),
+                 "max_abs_vs_float64": max(r.cached_vs_float64 + r.recompute_vs_float64),
+                 "first_argmax_flip": r.first_flip} for r in self.rows]
+
     def summary(self) -> pd.DataFrame:
-        if not self.rows:
-            return pd.DataFrame(columns=["dtype", "max |Δ| cached vs recompute", "max |Δ| vs float64",
-                                         "first argmax flip"])
-        return pd.DataFrame([{"dtype": r.dtype, "max |Δ| cached vs recompute": max(r.cached_vs_recompute),
-                              "max |Δ| vs float64": max(r.cached_vs_float64 + r.recompute_vs_float64),
-                              "first argmax flip": r.first_flip} for r in self.rows])
+        """``summary_rows`` for display, columns labelled for a reader (PRECISION_LABELS)."""
+        return labelled(self.summary_rows(), PRECISION_LABELS)
 
 
 def precision_study(model, prompt_ids: list[int], tokens: list[int], dtypes: tuple[str, ...]) -> PrecisionResult:
     """Both decoders in every format on the same tokens; a private copy per format (the shared model stays)."""
     copy_bytes = sum(p.numel() for p in model.parameters()) * 8
     if copy_bytes > COPY_BUDGET:
-        return PrecisionResult([], f"a float64 copy of this model needs {copy_bytes / 2**30:.1f} GiB, over this "
-                                   f"lab's {COPY_BUDGET / 2**30:.0f} GiB; try it on a smaller model.")
+        return PrecisionResult([], f"a float64 copy of this model needs {display.size(copy_bytes)}, over this "
+                                   f"lab's {display.size(COPY_BUDGET)}; try it on a smaller model.")
     runs = {}
     for name in dtypes:
         twin = copy.deepcopy(model).to(TORCH_DTYPES[name])

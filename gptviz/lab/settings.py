@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, replace
 
+import pandas as pd
+
 from gptviz.settings import NEW_TOKENS, DecodeError, check_prompt
 
 BACKENDS = ("fp8", "quanto-int4", "quanto-int2")  # quantized-KV backends the lab knows
@@ -14,6 +16,11 @@ QUANTO_PIN = "optimum-quanto==0.2.7"
 
 class LabError(ValueError):
     """Lab settings that cannot run; the message says what to change."""
+
+
+def labelled(rows: list[dict], labels: dict[str, str]) -> pd.DataFrame:
+    """Rows keyed by stable ids as a table for display: the ids' columns in order, renamed to their labels."""
+    return pd.DataFrame(rows, columns=list(labels)).rename(columns=labels)
 
 
 @dataclass(frozen=True)

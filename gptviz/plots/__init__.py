@@ -9,12 +9,18 @@ One module per page: equivalence, attention, memory (KV cache), timing; _base ho
 """
 
 from gptviz.plots._base import (
+    ALLOCATED_COLOR,
     ATTENTION_SCALE,
+    CAUSAL_COLOR,
     COVER_COLOR,
+    GREY,
+    GREY_TEXT,
+    HELD_COLOR,
     LABELLED_SCALE,
-    LAYER_COLORS,
     MAX_ANIMATION_FRAMES,
     NEW_ROW_COLOR,
+    NO_MASK_COLOR,
+    SERIES_COLORS,
     machine_epsilon,
     styled,
     token_labels,
@@ -25,12 +31,18 @@ from gptviz.plots.memory import kv_allocation, kv_per_layer, kv_what_if
 from gptviz.plots.timing import cumulative_times, layer_times, prefill_decode, step_flops, step_times
 
 __all__ = [
+    "ALLOCATED_COLOR",
     "ATTENTION_SCALE",
+    "CAUSAL_COLOR",
     "COVER_COLOR",
+    "GREY",
+    "GREY_TEXT",
+    "HELD_COLOR",
     "LABELLED_SCALE",
-    "LAYER_COLORS",
     "MAX_ANIMATION_FRAMES",
     "NEW_ROW_COLOR",
+    "NO_MASK_COLOR",
+    "SERIES_COLORS",
     "attention_growth",
     "attention_heads",
     "attention_panes",

@@ -11,9 +11,15 @@ from gptviz import cost, display
 from gptviz.display import NORMAL, Style
 from gptviz.trace import Trace
 
-LAYER_COLORS = ["#3B82F6", "#F97316", "#22A06B", "#E11D48", "#8B5CF6", "#0EA5E9", "#EAB308", "#EC4899",
-                "#14B8A6", "#A3A3A3", "#84CC16", "#6366F1"]
+# A colour says one thing in every figure: blue, orange and green are the modes (Mode.color), grey is what a
+# line is compared with, and every other meaning has a colour of its own below.
+GREY = "#A3A3A3"  # a reference: a formula, a floor, the exact run, the other kind of cache
+GREY_TEXT = "#737373"  # a note written on a chart (darker than GREY: text needs more contrast than a line)
+SERIES_COLORS = ["#8B5CF6", "#0EA5E9", "#EAB308", "#EC4899", "#14B8A6", "#84CC16", "#6366F1", "#E11D48",
+                 "#78716C", "#06B6D4"]  # layers, cache variants, model sizes: no mode's colour, no grey
 NEW_ROW_COLOR = "#E11D48"  # the row a step computes for the first time
+CAUSAL_COLOR, NO_MASK_COLOR = "#14B8A6", "#EC4899"  # the model run with its causal mask, and without it
+HELD_COLOR, ALLOCATED_COLOR = "#0EA5E9", "#8B5CF6"  # KV bytes holding real tokens, and bytes reserved for them
 COVER_COLOR = "rgba(128,128,128,0.85)"  # hides future rows; grey reads on light and dark themes
 ATTENTION_SCALE = "Viridis"
 LABELLED_SCALE = [[0, "#1E1B4B"], [1, "#0E7490"]]  # dark to mid only, so white cell text stays legible

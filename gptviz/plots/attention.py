@@ -12,6 +12,7 @@ from gptviz.modes import Mode
 from gptviz.plots._base import (
     ATTENTION_SCALE,
     COVER_COLOR,
+    GREY,
     MAX_ANIMATION_FRAMES,
     NEW_ROW_COLOR,
     _attention_of,
@@ -84,7 +85,7 @@ def _mark_rows(fig: go.Figure, rows: range, t: int, side_by_side: bool) -> None:
 
     new_row = {"color": NEW_ROW_COLOR, "width": 3}
     if rows.start > 0:
-        box("x2", "y2", -0.5, rows.start - 0.5, {"color": "#A3A3A3", "dash": "dot", "width": 2})
+        box("x2", "y2", -0.5, rows.start - 0.5, {"color": GREY, "dash": "dot", "width": 2})
     box("x2", "y2", rows.start - 0.5, rows.stop - 0.5, new_row)
     if side_by_side:
         box("x", "y", rows.start - 0.5, rows.stop - 0.5, new_row)

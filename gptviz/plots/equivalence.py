@@ -10,7 +10,11 @@ from plotly.subplots import make_subplots
 from gptviz import display
 from gptviz.modes import Mode
 from gptviz.plots._base import (
+    CAUSAL_COLOR,
+    GREY,
+    GREY_TEXT,
     LABELLED_SCALE,
+    NO_MASK_COLOR,
     _colorbar,
     _columns,
     _from_zero,
@@ -36,11 +40,11 @@ def logit_delta(run) -> go.Figure:
                                  name=f"{Mode(mode).label} vs cache", line={"color": Mode(mode).color},
                                  marker={"symbol": np.where(zero, "x", "circle")},
                                  customdata=delta, hovertemplate="step %{x}: |Δ| = %{customdata:.3g}<extra></extra>"))
-    fig.add_hline(y=eps, line_dash="dash", line_color="#A3A3A3")
+    fig.add_hline(y=eps, line_dash="dash", line_color=GREY)
     # On a log axis an annotation's y is log10 of the value (add_hline's own label lands elsewhere).
     fig.add_annotation(x=0, xref="paper", xanchor="left", y=np.log10(eps), yref="y", yanchor="bottom",
                        text=f"{run.cached.dtype} machine epsilon {eps:.1e}", showarrow=False,
-                       font={"color": "#737373"})
+                       font={"color": GREY_TEXT})
     return _layout(fig, "Largest logit difference per step (× = exactly equal)", xaxis_title="step",
                    yaxis=_log_axis("max |Δlogit|", drawn))
 
@@ -53,8 +57,7 @@ def hidden_drift(frame: pd.DataFrame) -> go.Figure:
     _columns(frame, ["prefix_len", "layer", "causal", "drift"],
              "pd.concat([compare.hidden_state_drift(m, ids, causal=c) for c in (True, False)])")
     fig = make_subplots(rows=1, cols=2, subplot_titles=("largest drift per layer", "drift vs prefix length"))
-    for causal, name, color in ((True, "with causal mask", Mode.CACHED.color),
-                                (False, "without mask", Mode.RECOMPUTE.color)):
+    for causal, name, color in ((True, "with causal mask", CAUSAL_COLOR), (False, "without mask", NO_MASK_COLOR)):
         part = frame[frame["causal"] == causal]
         if part.empty:
             continue

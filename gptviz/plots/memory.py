@@ -6,9 +6,11 @@ import numpy as np
 import plotly.graph_objects as go
 
 from gptviz import cost, display
-from gptviz.modes import Mode
 from gptviz.plots._base import (
-    LAYER_COLORS,
+    ALLOCATED_COLOR,
+    GREY,
+    HELD_COLOR,
+    SERIES_COLORS,
     _from_zero,
     _layout,
     _log_axis,
@@ -28,10 +30,10 @@ def kv_per_layer(run) -> go.Figure:
     fig = go.Figure()
     for layer in range(trace.layers):
         fig.add_trace(go.Bar(x=steps, y=[s.kv_bytes[layer] / size for s in trace.steps], name=f"layer {layer}",
-                             marker_color=LAYER_COLORS[layer % len(LAYER_COLORS)]))
+                             marker_color=SERIES_COLORS[layer % len(SERIES_COLORS)]))
     fig.add_trace(go.Scatter(x=steps, y=[f / size for f in formula], mode="markers",
                              name="formula 2·layers·heads·head_dim·t·bytes",
-                             marker={"symbol": "diamond-open", "size": 10, "color": "#A3A3A3", "line": {"width": 2}}))
+                             marker={"symbol": "diamond-open", "size": 10, "color": GREY, "line": {"width": 2}}))
     return _layout(fig, "KV-cache size per layer after each step (measured), formula on top", barmode="stack",
                    xaxis_title="step", yaxis_title=name)
 
@@ -53,19 +55,19 @@ def kv_allocation(run) -> go.Figure:
     if allocated != held:
         fig.add_trace(go.Scatter(x=steps, y=[a / size for a in allocated], mode="lines+markers",
                                  name=f"measured: allocated ({trace.cache_kind})",
-                                 line={"color": Mode.CACHED.color}))
+                                 line={"color": ALLOCATED_COLOR}))
     fig.add_trace(go.Scatter(x=steps, y=[h / size for h in held], mode="lines+markers",
                              name="measured: holding real tokens" if allocated != held
                              else f"measured: allocated = holding real tokens ({trace.cache_kind})",
-                             line={"color": Mode.RECOMPUTE.color}))
+                             line={"color": HELD_COLOR}))
     if trace.cache_kind != "dynamic":
         fig.add_trace(go.Scatter(x=steps, y=[per_token * s.context_len / size for s in trace.steps], mode="lines",
                                  name="a dynamic cache would grow by torch.cat",
-                                 line={"dash": "dot", "color": "#A3A3A3"}))
+                                 line={"dash": "dot", "color": GREY}))
     if trace.cache_kind != "static":
         fig.add_trace(go.Scatter(x=steps, y=[per_token * max_len / size] * len(steps), mode="lines",
                                  name=f"a static cache would reserve {max_len} tokens",
-                                 line={"dash": "dash", "color": "#8B5CF6"}))
+                                 line={"dash": "dash", "color": ALLOCATED_COLOR}))
     _from_zero(fig)
     return _layout(fig, "Dynamic growth vs static preallocation", xaxis_title="step", yaxis_title=name)
 
@@ -82,12 +84,11 @@ def kv_what_if(shapes: dict[str, cost.Shape], tokens: int, dtype: str = "float32
     x = np.unique(np.linspace(1, tokens, 64).round().astype(int))
     lines = {name: [cost.kv_bytes(s.layers, s.heads, s.head_dim, int(t), bytes_per_value) for t in x]
              for name, s in shapes.items()}
-    unit = "MiB"  # the unit of the what-if table beside it
-    size = 2**20
+    unit, size = display.WHAT_IF_UNIT  # the table beside it (ui_state.what_if_table) shows the same unit
     fig = go.Figure()
     for i, (name, y) in enumerate(lines.items()):
         fig.add_trace(go.Scatter(x=x, y=[v / size for v in y], mode="lines", name=name,
-                                 line={"color": LAYER_COLORS[i % len(LAYER_COLORS)]}))
+                                 line={"color": SERIES_COLORS[i % len(SERIES_COLORS)]}))
     every = [v / size for y in lines.values() for v in y]
     return _layout(fig, f"KV cache for one sequence ({dtype})", xaxis_title="tokens in context",
                    yaxis=_log_axis(unit, every))

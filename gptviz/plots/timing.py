@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 from gptviz import anatomy, cost
 from gptviz.modes import Mode
 from gptviz.plots._base import (
+    GREY,
     _from_zero,
     _layout,
     _log_axis,
@@ -36,7 +37,7 @@ def step_times(run, floor_seconds: float | None = None) -> go.Figure:
         ends = [int(c.context_len.min()), int(c.context_len.max())]
         fig.add_trace(go.Scatter(x=ends, y=[floor_seconds] * 2, mode="lines", hoverinfo="skip",
                                  name="memory-bandwidth floor: read every weight once",
-                                 line={"dash": "dash", "color": "#A3A3A3"}))
+                                 line={"dash": "dash", "color": GREY}))
     return _layout(fig, "Seconds per step (◆ = the prefill pass over the prompt)", xaxis_title="tokens in context",
                    yaxis_title="seconds")
 

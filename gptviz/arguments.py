@@ -1,0 +1,82 @@
+"""What both command lines share (gptviz/cli.py, gptviz/lab/cli.py): one-line errors, argument types, JSON values.
+
+Every input error leaves as a ``UsageError``: gptviz/cli.py prints it as one line on stderr and
+exits with ``EXIT_USAGE``, whichever command raised it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any, NoReturn
+
+EXIT_USAGE = 2  # argparse's own status for bad arguments; every input error uses it
+
+
+class UsageError(Exception):
+    """An input the user must change; printed as one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse prints the usage block before its error; keep it to the one error line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def int_at_least(minimum: int):
+    """An argparse type: a whole number ≥ ``minimum``, with a one-line reason otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be ≥ {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int, non_negative_int = int_at_least(1), int_at_least(0)
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (``nan`` and ``inf`` parse as floats, but no setting takes them)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def plain(value: Any) -> Any:
+    """JSON-safe Python values: numpy scalars unboxed, NaN/inf as null (strict JSON has neither)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def model_json(lm) -> dict:
+    """A report's "model" entry: what was asked for, what was loaded, and its shape (``LoadedModel.info``)."""
+    return {"source": lm.source, "name": lm.name, "dtype": lm.dtype, **lm.info}
+
+
+def quiet_torch(threads: int | None) -> None:
+    """Before a command loads a model: stderr stays free for the one error line; ``--threads`` if given."""
+    import torch
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    if threads is not None:
+        torch.set_num_threads(threads)
