@@ -176,9 +176,11 @@ class Seen:
 
 # ---- websocket student ---------------------------------------------------------------------------
 async def ws_student(server: Server, seen: Seen, page: str, clicks: int = 0, switch_to: str | None = None,
-                     timeout: float = 600.0) -> list[Seen]:
+                     timeout: float = 600.0, stay: float = 0.0) -> list[Seen]:
     """Open the link as a browser would; optionally press Run ``clicks`` times after it, or switch page
-    (``switch_to``) as soon as the decode shows progress. Returns one Seen per script run measured."""
+    (``switch_to``) as soon as the decode shows progress; then stay connected ``stay`` seconds more (a student
+    still looking at the page: the server keeps refining the timing for an open session only). Returns one Seen
+    per script run measured."""
     import websockets
     from streamlit.proto.BackMsg_pb2 import BackMsg
     from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
@@ -247,6 +249,13 @@ async def ws_student(server: Server, seen: Seen, page: str, clicks: int = 0, swi
             again.start = time.perf_counter()
             await rerun(page, button)
             button = await read_until_finished(again, None) or button
+        if stay > 0:
+            end = time.monotonic() + stay
+            while (left := end - time.monotonic()) > 0:
+                try:
+                    await asyncio.wait_for(ws.recv(), left)
+                except TimeoutError:
+                    break
     return runs
 
 

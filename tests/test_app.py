@@ -279,3 +279,50 @@ def test_the_first_result_shows_every_page_before_its_timing_is_refined():
     assert set(refined.run.traces) == {"cached", "recompute", "recompute_last"}
     assert refined.run.timing.passes >= 2
     assert any(c.value.endswith(refined.run.timing.describe()) for c in at.sidebar.caption)
+
+
+def test_sessions_showing_one_result_share_its_figures(monkeypatch):
+    from gptviz import plots
+
+    built = []
+    real = plots.step_times
+
+    def counted(*args, **kwargs):
+        built.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plots, "step_times", counted)
+    first = start(page="timing")
+    first.switch_page("views/timing.py").run()
+    before = len(built)
+    second = start()  # the same link: the stored result, its figures already built
+    second.switch_page("views/timing.py").run()
+    assert shown(second) is shown(first) and len(built) == before
+    assert figures(second)[0] == figures(first)[0]
+    second.toggle(key="present").set_value(True).run()  # another audience: a figure of its own
+    assert len(built) == before + 1
+
+
+def test_a_figure_goes_with_the_result_it_was_built_from():
+    import gc
+
+    from gptviz import display
+    from views import _figures
+
+    class Owner:  # stands for a Run: unhashable, weakly referenceable
+        __hash__ = None
+
+    owner, calls = Owner(), []
+
+    def build(o):
+        calls.append(o)
+        import plotly.graph_objects as go
+        return go.Figure(go.Scatter(x=[0, 1], y=[1, 2]))
+
+    style = display.style(False)
+    a = _figures.styled(style, build, owner)
+    assert _figures.styled(style, build, owner) is a and len(calls) == 1
+    count = _figures.cached_count()
+    del owner, calls[:], a
+    gc.collect()
+    assert _figures.cached_count() == count - 1

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import plotly.graph_objects as go
 import streamlit as st
 
-from gptviz import display, plots
+from gptviz import display
+from views import _figures
 
 
 def style() -> display.Style:
@@ -69,14 +74,15 @@ def close_sidebar_on_small_screens() -> None:
             unsafe_allow_javascript=True)
 
 
-def chart(fig, key: str, look_for: str) -> None:
-    """A plotly figure sized for the audience, then one sentence on what to look for in it.
+def chart(key: str, look_for: str, build: Callable[..., go.Figure], *args: Any, **kwargs: Any) -> None:
+    """The figure ``build(*args, **kwargs)`` sized for the audience, then one sentence on what to look for in it.
 
-    The camera button exports a complete PNG at one slide size, whatever the window's width.
+    Built once per arguments and style for every session of the server (views/_figures.py). The camera
+    button exports a complete PNG at one slide size, whatever the window's width.
     """
     s = style()
     width, height = display.EXPORT_SIZE
-    st.plotly_chart(plots.styled(fig, s), key=key, config={
+    st.plotly_chart(_figures.styled(s, build, *args, **kwargs), key=key, config={
         "displaylogo": False, "displayModeBar": "hover" if s.toolbar else False,
         "toImageButtonOptions": {"format": "png", "filename": key, "width": width, "height": height, "scale": 1}})
     st.caption(f"**What to look for:** {look_for}")

@@ -48,20 +48,21 @@ m3.metric("Re-computed rows vs stored: max |Δ|", "—" if slice_delta != slice_
                "at earlier steps (all layers and heads).")
 st.caption(f"New row(s), cache vs recompute, max |Δ| over all layers and heads: {comparison.attn_row_delta[step]:.1e}")
 look = style()  # a projector shows the panes side by side; a phone stacks them
-panes = plots.attention_panes(run, layer, head, step, side_by_side=look.panes_side_by_side,
-                              height=look.pane_height or None)
-chart(panes, "attention_panes", "the cache's one row is the same as the recompute map's red row; every row "
-             "above that was already known and comes out the same again.")
+chart("attention_panes", "the cache's one row is the same as the recompute map's red row; every row above that was "
+      "already known and comes out the same again.", plots.attention_panes, run, layer, head, step,
+      side_by_side=look.panes_side_by_side, height=look.pane_height or None)
 
 st.subheader(f"All heads of layer {layer}")
 which = st.segmented_control("Map", [Mode.RECOMPUTE, Mode.CACHED], default=Mode.RECOMPUTE, required=True,
                              key="grid_mode",
                              help="cached: the rows the cache computed up to this step (the same triangle)")
-chart(plots.attention_heads(run.traces[which], layer, step), "attention_heads", "every head is a lower "
-             "triangle: no token looks at a later one (the causal mask), so old rows cannot change.")
+chart("attention_heads", "every head is a lower "
+      "triangle: no token looks at a later one (the causal mask), so old rows cannot change.",
+      plots.attention_heads, run.traces[which], layer, step)
 
 st.subheader("Play it")
 st.caption("The final map with later rows greyed out: at every step the recompute map is just the top-left "
            "corner of the final one.")
-chart(plots.attention_growth(run, layer, head, step), "attention_growth", "press ▶: each step only "
-             "uncovers a new row at the bottom; the rows already showing never change.")
+chart("attention_growth", "press ▶: each step only "
+      "uncovers a new row at the bottom; the rows already showing never change.",
+      plots.attention_growth, run, layer, head, step)

@@ -61,10 +61,11 @@ st.caption(f"{len(report.exact_tokens)} tokens after a {len(report.prompt_ids)}-
 for backend, reason in report.missing.items():
     st.info(f"**{backend}** left out: {reason}")
 st.dataframe(report.summary(), hide_index=True, width="stretch")
-chart(figures.drift(report), "lab_drift", "each line's height is what that cache costs in exactness: "
-             "a window is exact until it fills, quantized and pooled caches differ from the first step.")
-chart(figures.cache_bytes(report), "lab_bytes", "a window stops growing once it is full, fp8 holds about a "
-             "quarter of float32, and fewer K/V heads divide the bytes by the group size.")
+chart("lab_drift", "each line's height is what that cache costs in exactness: "
+      "a window is exact until it fills, quantized and pooled caches differ from the first step.",
+      figures.drift, report)
+chart("lab_bytes", "a window stops growing once it is full, fp8 holds about a "
+      "quarter of float32, and fewer K/V heads divide the bytes by the group size.", figures.cache_bytes, report)
 st.markdown(lab.text.variants(report))
 
 st.subheader("Precision: why cached ≠ recomputed")
@@ -74,8 +75,9 @@ if report.precision.rows:
     st.dataframe(report.precision.summary(), hide_index=True, width="stretch",
                  column_config={lab.PRECISION_LABELS[k]: small for k in ("max_abs_cached_vs_recompute",
                                                                           "max_abs_vs_float64")})
-    chart(figures.precision_gap(report.precision), "lab_precision", "the gap between cached and "
-                 "recomputed logits shrinks with every extra bit: bfloat16 above float16 above float32 above float64.")
+    chart("lab_precision", "the gap between cached and "
+          "recomputed logits shrinks with every extra bit: bfloat16 above float16 above float32 above float64.",
+          figures.precision_gap, report.precision)
 
 st.subheader("Shared prefix: prefill once, continue twice")
 p = report.prefix
@@ -89,8 +91,8 @@ st.dataframe(p.to_frame(), hide_index=True, width="stretch")
 
 st.subheader("Paged blocks: reserve per block, not per maximum length")
 st.dataframe(paged.summary(), hide_index=True, width="stretch")
-chart(figures.block_table(paged), "lab_blocks", "sequences that share a prompt point at the same physical "
-             "blocks; only each sequence's last block is partly empty.")
+chart("lab_blocks", "sequences that share a prompt point at the same physical "
+      "blocks; only each sequence's last block is partly empty.", figures.block_table, paged)
 
 st.subheader("KV size of any model: count K/V heads, not query heads")
 k = st.columns([3, 1])

@@ -35,8 +35,9 @@ masked, unmasked = (compare.largest_drift(drift, causal) for causal in (True, Fa
 cols = st.columns(2)
 cols[0].metric("Largest drift with the causal mask", f"{masked:.1e}")
 cols[1].metric("Largest drift without the mask", f"{unmasked:.2f}")
-chart(plots.hidden_drift(drift), "hidden_drift", "with the mask the drift is rounding error (the "
-             "numbers on the bars); without it the old states move by a visible amount at every layer.")
+chart("hidden_drift", "with the mask the drift is rounding error (the "
+      "numbers on the bars); without it the old states move by a visible amount at every layer.",
+      plots.hidden_drift, drift)
 
 st.markdown(
     "**With the mask**, the old positions do not move (at most rounding error): a cache that stores their "

@@ -43,8 +43,8 @@ try:
 except ValueError as exc:
     st.error(str(exc))
     st.stop()
-chart(plots.lens_top_tokens(lens), "lens", "the early layers guess common tokens; the guess settles in "
-             "the last layers, and the last row is the model's real choice.")
+chart("lens", "the early layers guess common tokens; the guess settles in "
+      "the last layers, and the last row is the model's real choice.", plots.lens_top_tokens, lens)
 final = lens[lens["layer"] == lens["layer"].max()].iloc[0]
 st.caption(f"The last row is exactly the model's own prediction: {display.token(final['token'])} with probability "
            f"{final['probability']:.1%}. Layer 0 is the raw embedding read back through the tied matrix. "

@@ -27,10 +27,11 @@ cols[1].metric("Formula 2·L·H·d·t·bytes", display.in_unit(kv.formula, unit)
 cols[2].metric("Allocated", display.in_unit(kv.allocated, unit), help=f"{kv.allocated:,} B, {trace.cache_kind} cache")
 cols[3].metric("Per token", display.in_unit(kv.per_token, display.byte_unit(kv.per_token)), help=f"{kv.per_token:,} B")
 
-chart(plots.kv_per_layer(run), "kv_per_layer", "every layer grows by the same amount each step, and the "
-             "stack lands exactly on the formula's diamonds: the cache holds nothing but keys and values.")
-chart(plots.kv_allocation(run), "kv_allocation", "a dynamic cache grows by one token a step; a static one "
-             "reserves the whole length at the start and fills it in.")
+chart("kv_per_layer", "every layer grows by the same amount each step, and the "
+      "stack lands exactly on the formula's diamonds: the cache holds nothing but keys and values.",
+      plots.kv_per_layer, run)
+chart("kv_allocation", "a dynamic cache grows by one token a step; a static one "
+      "reserves the whole length at the start and fills it in.", plots.kv_allocation, run)
 
 st.subheader("Layout after the last step")
 st.caption(f"`[batch, heads, slots, head_dim]` per layer, read off this run's {trace.cache_kind} cache.")
@@ -43,8 +44,9 @@ tokens = c2.number_input("Tokens", 1, 1_000_000, 1024, step=256, key="wi_tokens"
 dtype = c3.selectbox("Number format", ["float16", "float32"], index=1, key="wi_dtype")
 if names:
     shapes = {n: registry.SHAPES[n] for n in names}
-    chart(plots.kv_what_if(shapes, int(tokens), dtype), "kv_what_if", "every line grows in proportion to the "
-                 "text, and the gap between two models is the same factor at every length (layers × width).")
+    chart("kv_what_if", "every line grows in proportion to the "
+          "text, and the gap between two models is the same factor at every length (layers × width).",
+          plots.kv_what_if, shapes, int(tokens), dtype)
     st.dataframe(ui_state.what_if_table(shapes, int(tokens), dtype), hide_index=True, width="stretch")
 else:
     st.caption("Pick at least one model.")

@@ -35,8 +35,9 @@ cols[3].metric("Bandwidth floor per cached step", f"{floor * 1000:.2f} ms",
                help=f"{display.size(weights)} of weights ÷ {bandwidth.read / 1e9:.1f} GB/s measured read bandwidth "
                     f"(copy: {bandwidth.copy / 1e9:.1f} GB/s): a decode step must read every weight at least once.")
 
-chart(plots.step_times(run, floor_seconds=floor), "step_times", "the cached steps stay flat as the text "
-             "grows, the recompute steps climb; on a small model both sit near the fixed cost of a call.")
+chart("step_times", "the cached steps stay flat as the text "
+      "grows, the recompute steps climb; on a small model both sit near the fixed cost of a call.",
+      plots.step_times, run, floor_seconds=floor)
 st.caption(f"Wall-clock times on this computer. Every mode decoded the text {summary.timed_passes} times, the modes "
            "taking turns step by step, so that anything else running hits them alike; each point is a step's "
            "fastest pass and its bar reaches the slowest.")
@@ -46,8 +47,8 @@ if summary.busy:
                "measurement when the computer is quieter.", icon=":material/speed:")
 if run.comparison.decoding.sum() >= 3:
     fits = anatomy.growth_fit(run.comparison)
-    chart(plots.cumulative_times(run), "cumulative_times", "the cached total is a straight line; the "
-                 "recompute total bends upward (its dashed fit has a positive n² term).")
+    chart("cumulative_times", "the cached total is a straight line; the "
+          "recompute total bends upward (its dashed fit has a positive n² term).", plots.cumulative_times, run)
     st.caption("How the decode steps grew: the median of the last quarter of steps over the first quarter — "
                + ", ".join(f"{f.mode.label} {f.per_step_growth:.1f}×" for f in fits)
                + ". Flat is ≈1×; a linear per-step cost makes the total quadratic.")
@@ -56,14 +57,14 @@ else:
     st.caption("Generate at least 4 tokens to fit how the cost grows.")
 c1, c2 = st.columns(2)
 with c1:
-    chart(plots.prefill_decode(run), "prefill_decode", "prefill costs about the same every way; the modes "
-                 "part in the decode steps.")
+    chart("prefill_decode", "prefill costs about the same every way; the modes "
+          "part in the decode steps.", plots.prefill_decode, run)
 with c2:
-    chart(plots.layer_times(run), "layer_times", "every block costs about the same, and the cache "
-                 "makes each one cheaper.")
+    chart("layer_times", "every block costs about the same, and the cache "
+          "makes each one cheaper.", plots.layer_times, run)
 shape = cost.Shape.of(lm.model)
-chart(plots.step_flops(run, shape), "step_flops", "the cache's work per step is nearly flat; recompute's "
-             "grows with every token (the gap is about the number of tokens in context).")
+chart("step_flops", "the cache's work per step is nearly flat; recompute's "
+      "grows with every token (the gap is about the number of tokens in context).", plots.step_flops, run, shape)
 last = run.cached.steps[-1].context_len
 st.caption(f"At the last step the cached pass needs {cost.step_flops(shape, 'cached', last, 1):,} "
            f"FLOPs and the recompute pass {cost.step_flops(shape, 'recompute', last):,}.")
