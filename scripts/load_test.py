@@ -61,11 +61,13 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-
 class Server:
     """A fresh `streamlit run app.py` in hosted mode; its output is kept for the decode counter."""
 
-    def __init__(self, timeout: float):
+    def __init__(self, timeout: float, hosted: bool = True):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "GPTVIZ_HOSTED": "1", "TOKENIZERS_PARALLELISM": "false"}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        if hosted:
+            env["GPTVIZ_HOSTED"] = "1"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port",
              str(self.port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
