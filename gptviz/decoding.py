@@ -105,10 +105,14 @@ class Timing:
     agreed: bool = False  # stopped early because two passes agreed (a quiet machine)
 
     def describe(self) -> str:
+        """"timing: pass 2 of up to 3" while refining; then how many passes it took, and why it stopped."""
         if not self.complete:
             return f"timing: pass {self.passes + 1} of up to {self.most}"
-        why = "they agreed" if self.agreed else "the most allowed"
-        return f"timing: {self.passes} pass{'es' if self.passes != 1 else ''} ({why})"
+        if self.passes == 1:
+            return "timing: 1 pass"
+        if self.agreed:
+            return f"timing: {self.passes} passes, within {AGREE - 1:.0%} of each other"
+        return f"timing: {self.passes} passes, the most (they differed by over {AGREE - 1:.0%})"
 
 
 @dataclass

@@ -1,7 +1,5 @@
 """A run in two parts: the first pass shows everything but refined timing; timing passes stop once they agree."""
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -17,18 +15,28 @@ def model():
     return random_model(layers=2, heads=2, d_model=32, vocab=64, context=96, seed=3)
 
 
-def _slow_forward(monkeypatch, model, seconds):
-    """Every forward pass sleeps ``seconds(pass_of_recompute)`` first: a slow machine the test controls.
-    The sleep dwarfs the tiny model's own ~1 ms, so whether passes agree is decided by the test, not by load."""
-    forward, count = model.forward, {"recompute_calls": 0}
+def _clocked(monkeypatch, model, tick):
+    """The recorder's clock advances ``tick(recompute_calls_so_far)`` seconds per reading: every pass times
+    exactly what the test says, whatever else the machine is doing (no sleeps, no real load)."""
+    from types import SimpleNamespace
 
-    def slowed(*args, **kwargs):
+    from gptviz import instrument
+
+    now, calls = [0.0], [0]
+
+    def perf_counter():
+        now[0] += tick(calls[0])
+        return now[0]
+
+    forward = model.forward
+
+    def counted(*args, **kwargs):
         if kwargs.get("use_cache") is False:
-            count["recompute_calls"] += 1
-        time.sleep(seconds(count["recompute_calls"]))
+            calls[0] += 1
         return forward(*args, **kwargs)
 
-    monkeypatch.setattr(model, "forward", slowed)
+    monkeypatch.setattr(instrument, "time", SimpleNamespace(perf_counter=perf_counter))
+    monkeypatch.setattr(model, "forward", counted)
 
 
 def test_first_pass_has_every_number_but_refined_timing(model, tokenizer):
@@ -61,18 +69,18 @@ def test_refine_adds_a_pass_without_touching_the_run_it_was_given(model, tokeniz
 
 
 def test_passes_that_agree_stop_at_two(model, tokenizer, monkeypatch):
-    _slow_forward(monkeypatch, model, lambda n: 0.02)  # every pass alike
+    _clocked(monkeypatch, model, lambda n: 0.01)  # every pass alike
     result = run(model, tokenizer, PROMPT, DecodeSettings(max_new_tokens=5, timed_passes=3))
     assert result.timing.complete and result.timing.agreed and result.timing.passes == 2
 
 
 def test_passes_that_disagree_take_the_most_allowed(model, tokenizer, monkeypatch):
-    steps = 5  # the first pass's recompute calls are 1..5; from the second pass on, they sleep 6x longer
-    _slow_forward(monkeypatch, model, lambda n: 0.01 if n <= steps else 0.06)
+    steps = 5  # the first pass's recompute calls are 1..5; from the second pass on, the clock runs 6x faster
+    _clocked(monkeypatch, model, lambda n: 0.001 if n <= steps else 0.006)
     result = run(model, tokenizer, PROMPT, DecodeSettings(max_new_tokens=steps, timed_passes=3))
     assert result.timing.complete and not result.timing.agreed and result.timing.passes == 3
     recompute = result.recompute.steps
-    assert all(s.seconds == min(s.pass_seconds) < 0.05 for s in recompute)  # each step's fastest pass: the first
+    assert all(s.seconds == min(s.pass_seconds) == s.pass_seconds[0] for s in recompute)  # the fastest: the first
 
 
 def test_one_timed_pass_still_times_every_mode(model, tokenizer):

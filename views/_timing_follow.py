@@ -70,13 +70,15 @@ def _timing_line(job: serve.Job, run_id: int) -> None:
         replace_current(latest)
         if not app_run:
             st.rerun()  # every page redraws with the new timings; widgets keep their values
+    # One short line, always there: the sidebar's widgets below it never move.
     if job.state == "queued":
-        st.caption(":material/hourglass_top: Refining the timing after other students' first results "
-                   f"({server().place(job).runs()}); the Timing numbers update by themselves.")
+        st.caption(f":material/hourglass_top: {shown.run.timing.describe()} waits ({server().place(job).runs()})",
+                   help="Other students' first results go before timing passes.")
     else:
         progress = job.progress
         label = shown.run.timing.describe() if progress is None else progress.label
-        st.caption(f":material/timer: Refining the {label}; the Timing numbers update by themselves.")
+        st.caption(f":material/timer: {label}", help="More timed passes are running; the Timing page updates by "
+                   "itself when each lands.")
 
 
 def _latest(job: serve.Job) -> tuple[Result | None, str | None]:

@@ -80,8 +80,8 @@ def _refine(lm: gptviz.LoadedModel, result: Result, job: serve.Job) -> Result:
 
     def on_step(mode: str, step: int, token_id: int) -> None:
         done = (job.progress.done if job.progress else 0) + 1
-        job.report(Progress(done, per_pass, f"{result.run.timing.describe()} · {gptviz.Mode(mode).label}: step "
-                                            f"{step + 1} of {result.settings.max_new_tokens}", "", result))
+        job.report(Progress(done, per_pass, f"{result.run.timing.describe()} · step {step + 1} of "
+                                            f"{result.settings.max_new_tokens}", "", result))
         job.checkpoint()
 
     while not result.run.timing.complete:

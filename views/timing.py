@@ -38,7 +38,7 @@ cols[3].metric("Bandwidth floor per cached step", f"{floor * 1000:.2f} ms",
 chart("step_times", "the cached steps stay flat as the text "
       "grows, the recompute steps climb; on a small model both sit near the fixed cost of a call.",
       plots.step_times, run, floor_seconds=floor)
-st.caption(f"Wall-clock times on this computer ({run.timing.describe()}). The modes take turns step by step, so "
+st.caption(f"Wall-clock times on this computer; {run.timing.describe()}. The modes take turns step by step, so "
            "that anything else running hits them alike; each point is a step's fastest pass and its bar reaches the "
            "slowest." + ("" if run.timing.complete else " More timed passes are running; these numbers update by "
                          "themselves, and the last-position variant joins with the next pass."))
