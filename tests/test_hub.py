@@ -27,7 +27,7 @@ from huggingface_hub.utils import close_session
 from huggingface_hub.utils.sha import git_hash
 
 import gptviz
-from gptviz import hub
+from gptviz import display, hub
 from gptviz.checkpoint import WEIGHTS
 from gptviz.registry import BUNDLED_NAME, canonical_hub_id
 
@@ -294,3 +294,24 @@ def test_cli_downloads_through_hf_endpoint_with_progress_on_stderr(fake_hub, tmp
     last = proc.stderr.strip().splitlines()[-1]
     assert re.search(rf"{WEIGHTS}: .* of .*KiB", proc.stderr) and "downloaded" in last, proc.stderr
     assert list((tmp_path / "home" / "hub").glob("models--*"))  # under HF_HOME, where huggingface_hub keeps it
+
+
+def test_the_app_shows_the_download_then_runs_the_downloaded_model(fake_hub, monkeypatch):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    fake_hub.delay = 0.02  # long enough for the page to draw the bytes a few times
+    monkeypatch.chdir(ROOT)
+    st.cache_resource.clear()  # the app's loader caches by (source, dtype) across tests
+    try:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+        at.query_params.update({"model": SOURCE, "new": "3"})
+        at.run()
+        assert not at.exception and not at.warning, [e.value for e in at.exception]
+        total = sum(len(fake_hub.files[n]) for n in fake_hub.fetched())
+        expected = f"Downloaded {display.in_unit(total, display.byte_unit(total))} from {fake_hub.url}"
+        assert any(t.value.startswith(expected) for t in at.toast), [t.value for t in at.toast]
+        runs = at.session_state["gptviz_runs"]
+        assert runs[at.session_state["gptviz_shown"]].model_name == REPO
+    finally:
+        st.cache_resource.clear()
