@@ -98,8 +98,7 @@ def _download(repo_id: str, files: list[RepoSibling], timeout: float, on_progres
                            f"{display.download(done + counter.bytes, total)} ({_why(exc)}). Nothing half-written "
                            "was kept: retry, or check your connection and HF_ENDPOINT (a mirror)") from exc
         _verify(Path(path), file)
-        done += file.size or counter.bytes
-        on_progress(done, total, file.rfilename)
+        done += counter.bytes
 
 
 def _verify(path: Path, file: RepoSibling) -> None:

@@ -51,15 +51,18 @@ class FakeHub(ThreadingHTTPServer):
         self.delay = 0.0  # seconds between body chunks
         self.drop = None  # None | "once" | "for good": the weights' GET stops half way, then resumes / 503s
         self.requests: list[tuple[str, str]] = []
+        self._listed: dict[tuple[str, bytes], dict] = {}
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def sibling(self, name: str) -> dict:
         data = self.files[name]
-        entry = {"rfilename": name, "size": len(data), "blobId": git_hash(data)}
-        if name.endswith((".safetensors", ".bin")):  # stored with git LFS on the Hub
-            entry["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
-        return entry
+        if (name, data) not in self._listed:  # hashed once per content (a bytes object keeps its hash)
+            entry = {"rfilename": name, "size": len(data), "blobId": git_hash(data)}
+            if name.endswith((".safetensors", ".bin")):  # stored with git LFS on the Hub
+                entry["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+            self._listed[(name, data)] = entry
+        return self._listed[(name, data)]
 
     def fetched(self) -> set[str]:
         return {path.rsplit("/", 1)[-1] for method, path in self.requests if "/resolve/" in path}

@@ -8,9 +8,10 @@ are kept per model, so every session waiting for the same model sees the same do
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as Pending
 
 import streamlit as st
@@ -25,7 +26,6 @@ QUIET_SECONDS = 0.05  # a model already loaded returns within this: no spinner f
 SPINNER = "Loading the model (once per server)…"
 
 _IN_FLIGHT: dict[Key, tuple[int, int, str]] = {}  # downloads running now: (bytes done, bytes in all, file)
-_LOADER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gptviz-load")  # loads are I/O or one-off
 
 
 def recorder(key: Key) -> hub.Progress:
@@ -41,7 +41,7 @@ def finished(key: Key) -> None:
 
 def wait_showing_progress(key: Key, load: Callable[[], gptviz.LoadedModel]) -> gptviz.LoadedModel:
     """``load()`` on the loader thread; meanwhile a spinner, and the download's bytes while there are any."""
-    future = _LOADER.submit(load)
+    future = _on_a_thread(load)
     try:
         return future.result(timeout=QUIET_SECONDS)
     except Pending:
@@ -67,3 +67,18 @@ def wait_showing_progress(key: Key, load: Callable[[], gptviz.LoadedModel]) -> g
         st.toast(f"Downloaded {display.in_unit(seen[1], display.byte_unit(seen[1]))} from {hub.endpoint()} "
                  f"in {time.perf_counter() - start:.0f} s (kept in the Hugging Face cache)")
     return result
+
+
+def _on_a_thread(load: Callable[[], gptviz.LoadedModel]) -> Future:
+    """A thread per call, not a pool: a pool's threads all blocked on one model's download would hold back
+    every session whose model is already loaded."""
+    future: Future = Future()
+
+    def work() -> None:
+        try:
+            future.set_result(load())
+        except BaseException as exc:  # handed to the waiting script thread, which raises it
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name="gptviz-load", daemon=True).start()
+    return future
