@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx2
 from huggingface_hub import HfApi, constants, hf_hub_download, try_to_load_from_cache
+from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.hf_api import RepoSibling
 from huggingface_hub.utils.sha import git_hash, sha_fileobj
 
@@ -43,9 +44,17 @@ def endpoint() -> str:
 
 
 def cached(repo_id: str) -> Path | None:
-    """The directory of a complete cached copy of ``repo_id`` (no network), else None."""
-    weights = try_to_load_from_cache(repo_id, WEIGHTS, revision=REVISION)
-    return Path(weights).parent if isinstance(weights, str) else None
+    """The directory of a complete cached copy of ``repo_id`` (no network), else None.
+
+    Complete: the weights, config.json and a tokenizer (tokenizer.json, or vocab.json + merges.txt),
+    so a copy another tool left without a tokenizer gets its missing files downloaded.
+    """
+    def has(name: str) -> bool:
+        return isinstance(try_to_load_from_cache(repo_id, name, revision=REVISION), str)
+
+    if has(WEIGHTS) and has("config.json") and (has("tokenizer.json") or has("vocab.json") and has("merges.txt")):
+        return Path(try_to_load_from_cache(repo_id, WEIGHTS, revision=REVISION)).parent
+    return None
 
 
 def fetch(repo_id: str, timeout: float, on_progress: Progress | None = None) -> Path:
@@ -71,6 +80,9 @@ def _listing(repo_id: str, timeout: float) -> list[RepoSibling]:
     """The files to fetch, with sizes and checksums, from one request that gives up after ``timeout`` s."""
     try:
         info = HfApi().model_info(repo_id, revision=REVISION, files_metadata=True, timeout=timeout)
+    except HfHubHTTPError as exc:  # an answer: no such repo there (404), a token needed (401), a server error
+        raise HubError(f"{endpoint()} refused '{repo_id}' ({_why(exc)}): check that HF_ENDPOINT (a mirror) holds "
+                       "it, or HF_TOKEN, then retry") from exc
     except NETWORK_ERRORS as exc:
         raise HubError(f"cannot reach {endpoint()} ({_why(exc)}): check your connection, HF_ENDPOINT "
                        "(a mirror) or HTTPS_PROXY, then retry") from exc

@@ -238,6 +238,19 @@ def test_a_truncated_safetensors_on_the_mirror_is_refused(fake_hub):
     assert lm.name == BUNDLED_NAME and "truncated" in lm.notice
 
 
+def test_a_mirror_without_the_model_says_so(fake_hub):
+    with pytest.raises(gptviz.ModelLoadError, match=rf"{fake_hub.url} refused 'distilbert/distilgpt2' .*404"):
+        gptviz.load("distilgpt2")
+
+
+def test_a_cached_copy_without_a_tokenizer_gets_the_missing_files(fake_hub, tmp_path):
+    gptviz.load(SOURCE)
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # as if another tool had fetched only the weights
+        next((tmp_path / "hub").rglob(f"snapshots/*/{name}")).unlink()
+    fake_hub.requests.clear()
+    assert gptviz.load(SOURCE).name == REPO and fake_hub.fetched() == {"tokenizer.json", "tokenizer_config.json"}
+
+
 def test_unreachable_endpoint_falls_back_within_seconds(monkeypatch, tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
