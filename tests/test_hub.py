@@ -336,3 +336,27 @@ def test_the_app_shows_the_download_then_runs_the_downloaded_model(fake_hub, mon
         assert runs[at.session_state["gptviz_shown"]].model_name == REPO
     finally:
         st.cache_resource.clear()
+
+
+def test_the_app_falls_back_then_tries_the_hub_again_when_asked(fake_hub, monkeypatch):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    fake_hub.drop = "for good"
+    monkeypatch.chdir(ROOT)
+    st.cache_resource.clear()
+    try:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+        at.query_params.update({"model": SOURCE, "new": "3"})
+        at.run()
+        assert "broke off" in at.warning[0].value and "bundled offline model" in at.warning[0].value
+        fake_hub.drop = None  # the mirror is back
+        at.button(key="run").click().run()
+        assert at.warning, "the fallback stays until asked: a Run alone does not hit the Hub again"
+        at.button(key="retry_hub").click().run()
+        at.button(key="run").click().run()
+        assert not at.exception and not at.warning, [w.value for w in at.warning]
+        runs = at.session_state["gptviz_runs"]
+        assert runs[at.session_state["gptviz_shown"]].model_name == REPO
+    finally:
+        st.cache_resource.clear()

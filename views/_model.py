@@ -47,6 +47,11 @@ def _load_model(source: str, dtype: str) -> gptviz.LoadedModel:
     return lm
 
 
+def forget(source: str, dtype: str) -> None:
+    """Drop the loaded ``source``: the next Run asks the Hub again (after a fallback, the way to retry)."""
+    _load_model.clear(source, dtype)
+
+
 def loaded(result: Result) -> gptviz.LoadedModel:
     """The model that produced ``result`` (from the shared cache; never loaded twice)."""
     return load_model(result.settings.source, result.settings.dtype)
