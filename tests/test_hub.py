@@ -330,7 +330,7 @@ def test_the_app_shows_the_download_then_runs_the_downloaded_model(fake_hub, mon
         at.run()
         assert not at.exception and not at.warning, [e.value for e in at.exception]
         total = sum(len(fake_hub.files[n]) for n in fake_hub.fetched())
-        expected = f"Downloaded {display.in_unit(total, display.byte_unit(total))} from {fake_hub.url}"
+        expected = f"Downloaded {display.size(total)} from {fake_hub.url}"
         assert any(t.value.startswith(expected) for t in at.toast), [t.value for t in at.toast]
         runs = at.session_state["gptviz_runs"]
         assert runs[at.session_state["gptviz_shown"]].model_name == REPO

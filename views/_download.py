@@ -64,7 +64,7 @@ def wait_showing_progress(key: Key, load: Callable[[], gptviz.LoadedModel]) -> g
         if bar is not None:
             bar.empty()
     if seen is not None and result.notice is None:  # a download was shown, and it loaded: all its bytes came
-        st.toast(f"Downloaded {display.in_unit(seen[1], display.byte_unit(seen[1]))} from {hub.endpoint()} "
+        st.toast(f"Downloaded {display.size(seen[1])} from {hub.endpoint()} "
                  f"in {time.perf_counter() - start:.0f} s (kept in the Hugging Face cache)")
     return result
 
