@@ -9,7 +9,6 @@ are kept per model, so every session waiting for the same model sees the same do
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as Pending
@@ -46,7 +45,7 @@ def wait_showing_progress(key: Key, load: Callable[[], gptviz.LoadedModel]) -> g
         return future.result(timeout=QUIET_SECONDS)
     except Pending:
         pass
-    bar, start, seen = None, time.perf_counter(), None
+    bar, seen = None, None
     try:
         with st.spinner(SPINNER):
             while True:
@@ -64,8 +63,7 @@ def wait_showing_progress(key: Key, load: Callable[[], gptviz.LoadedModel]) -> g
         if bar is not None:
             bar.empty()
     if seen is not None and result.notice is None:  # a download was shown, and it loaded: all its bytes came
-        st.toast(f"Downloaded {display.size(seen[1])} from {hub.endpoint()} "
-                 f"in {time.perf_counter() - start:.0f} s (kept in the Hugging Face cache)")
+        st.toast(f"Downloaded {display.size(seen[1])} from {hub.endpoint()} (kept in the Hugging Face cache)")
     return result
 
 
