@@ -1,4 +1,5 @@
-"""What both command lines share (gptviz/cli.py, gptviz/lab/cli.py): one-line errors, argument types, JSON values.
+"""What both command lines share (gptviz/cli.py, gptviz/lab/cli.py): one-line errors, argument types, JSON
+values, loading the model (a Hub download's bytes on stderr).
 
 Every input error leaves as a ``UsageError``: gptviz/cli.py prints it as one line on stderr and
 exits with ``EXIT_USAGE``, whichever command raised it.
@@ -8,7 +9,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+import time
 from typing import Any, NoReturn
+
+from gptviz import display
 
 EXIT_USAGE = 2  # argparse's own status for bad arguments; every input error uses it
 
@@ -72,11 +77,41 @@ def model_json(lm) -> dict:
 
 
 def quiet_torch(threads: int | None) -> None:
-    """Before a command loads a model: stderr stays free for the one error line; ``--threads`` if given."""
+    """Before a command loads a model: stderr stays free for a download's bytes and the one error line."""
+    import huggingface_hub
     import torch
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+    huggingface_hub.utils.logging.set_verbosity_error()  # its retry warnings: the outcome is reported instead
     if threads is not None:
         torch.set_num_threads(threads)
+
+
+def load_model(args: argparse.Namespace):
+    """``--model`` in ``--dtype`` on ``--threads``, for every command; a Hub download's bytes go to stderr."""
+    from gptviz.models import load
+
+    quiet_torch(args.threads)
+    return load(args.model, args.dtype, on_progress=DownloadLine(sys.stderr))
+
+
+class DownloadLine:
+    """A Hub download's bytes on ``stream``: one line redrawn in a terminal; in a log, a line per file and per few s."""
+
+    def __init__(self, stream, every: float = 2.0):
+        self.stream, self.tty = stream, stream.isatty()
+        self.pause = 0.2 if self.tty else every  # seconds between two lines about the same file
+        self.last, self.name, self.finished = -math.inf, None, False
+
+    def __call__(self, done: int, total: int, name: str) -> None:
+        now = time.monotonic()
+        if self.finished or (done < total and name == self.name and now - self.last < self.pause):
+            return
+        self.last, self.name, self.finished = now, name, done >= total
+        if self.finished:
+            text, end = f"downloaded {display.size(total)}", "\n"
+        else:
+            text, end = f"downloading {name}: {display.download(done, total)}", "" if self.tty else "\n"
+        print(("\r\033[K" if self.tty else "") + text, end=end, file=self.stream, flush=True)

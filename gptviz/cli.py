@@ -20,11 +20,11 @@ from gptviz.arguments import (
     Parser,
     UsageError,
     finite_float,
+    load_model,
     model_json,
     non_negative_int,
     plain,
     positive_int,
-    quiet_torch,
 )
 from gptviz.lab import cli as lab_cli
 from gptviz.modes import MODES, Mode, parse_modes
@@ -162,10 +162,8 @@ def table_text(data: dict) -> str:
 def compare_command(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     from gptviz.decoding import run, warm_up
-    from gptviz.models import load
 
-    quiet_torch(args.threads)
-    lm = load(args.model, args.dtype)
+    lm = load_model(args)
     warm_up(lm.model, lm.tokenizer)  # as the app does: the reported timings pay no first-run costs
     result = run(lm.model, lm.tokenizer, args.prompt, settings, model_name=lm.name)
     data = report(lm, args.prompt, result)

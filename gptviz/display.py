@@ -56,6 +56,12 @@ def size(n_bytes: float) -> str:
     return in_unit(n_bytes, byte_unit(n_bytes))
 
 
+def download(done: float, total: float) -> str:
+    """A download's progress in the unit its total needs: '12.3 MiB of 474.7 MiB'."""
+    unit = byte_unit(total)
+    return f"{in_unit(done, unit)} of {in_unit(total, unit)}"
+
+
 # ---- speed-up -------------------------------------------------------------------------------------
 
 NO_GAIN = "no gain"  # short enough for a metric; the page says why (no_gain_reason)

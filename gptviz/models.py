@@ -1,14 +1,14 @@
 """Load a GPT-2-family causal LM + tokenizer: a Hub id, a local directory, or the bundled model.
 
-safetensors only, never remote code. A Hub id that cannot be reached fails within a few
-seconds (not after the Hub client's retries) with a reason the app can show, and
+safetensors only, never remote code. A Hub id is fetched by gptviz.hub (huggingface_hub's own
+requests: HF_ENDPOINT, proxies and HF_HUB_OFFLINE apply); one that cannot be fetched fails within a
+few seconds (not after the Hub client's retries) with a reason the app can show, and
 ``load(..., fallback_to_bundled=True)`` then returns the bundled model with that reason.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoTokenizer, GPT2LMHeadModel, PreTrainedTokenizerBase
 
+from gptviz import hub
 from gptviz.checkpoint import (
     SUPPORTED,
     WEIGHTS,
@@ -37,8 +38,6 @@ from gptviz.settings import DTYPES
 __all__ = ["BUNDLED", "BUNDLED_DIR", "HUB_MODELS", "WEIGHTS", "WEIGHTS_INDEX", "LoadedModel", "ModelLoadError",
            "canonical_hub_id", "load", "loaded_model", "random_model"]
 
-HUB_HOST = "huggingface.co"
-
 
 @dataclass
 class LoadedModel:
@@ -51,49 +50,31 @@ class LoadedModel:
     info: dict = field(default_factory=dict)
 
 
-def hub_reachable(timeout: float = 3.0) -> str | None:
-    """None if the Hub answers a TCP connect within ``timeout`` s, else the reason why not."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return "HF_HUB_OFFLINE is set"
-    try:
-        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
-            return None
-    except OSError as exc:  # DNS failure, refused, or timed out
-        return f"cannot reach {HUB_HOST} ({exc.__class__.__name__}: {exc})"
-
-
-def _in_local_hub_cache(repo_id: str) -> bool:
-    try:
-        AutoConfig.from_pretrained(repo_id, local_files_only=True)
-        return True
-    except OSError:
-        return False
-
-
-def _load(where: str | Path, dtype: str, local_only: bool) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerBase]:
-    shapes = {}
-    if isinstance(where, Path):  # a local directory: read what it holds before transformers does
-        check_config_type(where)
-        shapes = weight_shapes(where)
-    config = AutoConfig.from_pretrained(where, local_files_only=local_only, trust_remote_code=False)
+def _load(where: Path, dtype: str) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerBase]:
+    """A local directory (the bundled model, a Hub cache snapshot, a user's), checked before and after loading."""
+    check_config_type(where)  # read what it holds before transformers does
+    shapes = weight_shapes(where)
+    config = AutoConfig.from_pretrained(where, local_files_only=True, trust_remote_code=False)
     check_config(config, where, shapes)
     model, info = GPT2LMHeadModel.from_pretrained(
         where, config=config, dtype=DTYPES[dtype], use_safetensors=True, trust_remote_code=False,
-        local_files_only=local_only, attn_implementation=ATTN_IMPLEMENTATION,
+        local_files_only=True, attn_implementation=ATTN_IMPLEMENTATION,
         output_loading_info=True, ignore_mismatched_sizes=True,  # mismatches are refused below, with names
     )
     check_weights(info, model, where)
-    tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_only, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True, trust_remote_code=False)
     check_tokenizer(tokenizer, config, where)
     return model.eval(), tokenizer
 
 
 def load(source: str = BUNDLED, dtype: str = "float32", *, fallback_to_bundled: bool = False,
-         hub_timeout: float = 3.0, allow_local: bool = True) -> LoadedModel:
+         hub_timeout: float = 3.0, allow_local: bool = True, on_progress: hub.Progress | None = None) -> LoadedModel:
     """Load ``source`` ('bundled', a Hub id, or a local directory) in ``dtype``.
 
     Raises ModelLoadError with a message that says the fix. With ``fallback_to_bundled``,
     a Hub model that cannot be fetched returns the bundled model and a ``notice`` instead.
+    A Hub download calls ``on_progress(done_bytes, total_bytes, filename)`` as bytes arrive
+    (from the download's thread; total_bytes counts only what is being downloaded).
     """
     if dtype not in DTYPES:
         raise ModelLoadError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -105,7 +86,7 @@ def load(source: str = BUNDLED, dtype: str = "float32", *, fallback_to_bundled: 
             return _load_bundled(dtype)
         repo_id = canonical_hub_id(source)
         if repo_id is not None:
-            return _load_hub(source, repo_id, dtype, fallback_to_bundled, hub_timeout)
+            return _load_hub(source, repo_id, dtype, fallback_to_bundled, hub_timeout, on_progress)
         return _load_local(source, dtype, allow_local)
     except ModelLoadError:
         raise
@@ -120,22 +101,26 @@ def _load_bundled(dtype: str) -> LoadedModel:
     if not (BUNDLED_DIR / "config.json").is_file():
         raise ModelLoadError(f"the bundled model is missing from {BUNDLED_DIR}; "
                              "run `python scripts/train_bundled.py` to create it.")
-    model, tokenizer = _load(BUNDLED_DIR, dtype, local_only=True)
+    model, tokenizer = _load(BUNDLED_DIR, dtype)
     return loaded_model(model, tokenizer, BUNDLED, BUNDLED_NAME, dtype)
 
 
-def _load_hub(source: str, repo_id: str, dtype: str, fallback_to_bundled: bool, hub_timeout: float) -> LoadedModel:
-    """From the local Hub cache, else the Hub if it answers within ``hub_timeout`` s, else the fallback."""
-    if _in_local_hub_cache(repo_id):
-        model, tokenizer = _load(repo_id, dtype, local_only=True)
+def _load_hub(source: str, repo_id: str, dtype: str, fallback_to_bundled: bool, hub_timeout: float,
+              on_progress: hub.Progress | None) -> LoadedModel:
+    """From the local Hub cache, else downloaded if the Hub answers within ``hub_timeout`` s, else the fallback."""
+    folder = None
+    try:
+        folder = hub.fetch(repo_id, hub_timeout, on_progress)
+        model, tokenizer = _load(folder, dtype)
+    except hub.HubError as exc:
+        reason = str(exc)
+    except (ModelLoadError, OSError, ValueError, KeyError, SafetensorError) as exc:  # whole, but no usable GPT-2
+        why = str(exc).split("\n")[0].rstrip(".").replace(f"{folder}/", "")  # the folder is named once, below
+        reason = (f"the copy in the Hugging Face cache ({folder}) cannot be used: {why}. It came "
+                  f"from {hub.endpoint()}: delete it (`hf cache rm model/{repo_id}`) and retry, or check that "
+                  "mirror (HF_ENDPOINT)")
+    else:
         return loaded_model(model, tokenizer, source, repo_id, dtype)
-    reason = hub_reachable(hub_timeout)
-    if reason is None:
-        try:
-            model, tokenizer = _load(repo_id, dtype, local_only=False)
-            return loaded_model(model, tokenizer, source, repo_id, dtype)
-        except OSError as exc:
-            reason = f"download failed ({exc.__class__.__name__})"
     message = f"could not load '{source}' from the Hugging Face Hub: {reason}."
     if not fallback_to_bundled:
         raise ModelLoadError(message + f" Use '{BUNDLED}' offline.")
@@ -153,7 +138,7 @@ def _load_local(source: str, dtype: str, allow_local: bool) -> LoadedModel:
                              f"choose '{BUNDLED}' or one of {', '.join(HUB_MODELS)}.")
     path = resolve(source)
     check_local_dir(path)
-    model, tokenizer = _load(path, dtype, local_only=True)
+    model, tokenizer = _load(path, dtype)
     return loaded_model(model, tokenizer, source, str(path), dtype)
 
 

@@ -166,7 +166,7 @@ def test_bad_input_shows_the_message_and_keeps_the_last_results():
 
 
 def test_a_hub_model_offline_falls_back_to_bundled_with_a_notice(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # what huggingface_hub read at import
     at = start(model="distilgpt2")
     assert "bundled offline model" in at.warning[0].value
     assert shown(at).model_name == "bundled Shakespeare GPT-2"

@@ -16,7 +16,7 @@ APP = Path(__file__).resolve().parent.parent / "app.py"
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch, tiny_gpt2):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # what huggingface_hub read at import
     monkeypatch.chdir(APP.parent)
 
 

@@ -6,6 +6,7 @@ Every model is loaded once per (source, dtype) for every session of this Streaml
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -15,6 +16,7 @@ import gptviz
 from gptviz import anatomy, cost
 from gptviz.decoding import warm_up
 from gptviz.hosting import Policy
+from views import _download
 
 if TYPE_CHECKING:
     from views._runs import Result
@@ -25,13 +27,29 @@ def policy() -> Policy:
     return Policy.from_env()
 
 
-@st.cache_resource(show_spinner="Loading the model (once per server)…", max_entries=4)
 def load_model(source: str, dtype: str) -> gptviz.LoadedModel:
-    """The only place a model is loaded: once per (source, dtype) for every session of this server."""
+    """The only place a model is loaded: once per (source, dtype) for every session of this server.
+
+    While a Hub download runs, every session waiting for it shows its bytes (views/_download.py).
+    """
+    return _download.wait_showing_progress((source, dtype), partial(_load_model, source, dtype))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)  # the spinner and the bytes: _download, on the script thread
+def _load_model(source: str, dtype: str) -> gptviz.LoadedModel:
     policy().check_source(source)  # a shared server loads only its allow-listed models
-    lm = gptviz.load(source, dtype, fallback_to_bundled=True, allow_local=policy().allow_local)
+    try:
+        lm = gptviz.load(source, dtype, fallback_to_bundled=True, allow_local=policy().allow_local,
+                         on_progress=_download.recorder((source, dtype)))
+    finally:
+        _download.finished((source, dtype))
     warm_up(lm.model, lm.tokenizer)  # else the first run's cached mode pays one-time costs
     return lm
+
+
+def forget(source: str, dtype: str) -> None:
+    """Drop the loaded ``source``: the next Run asks the Hub again (after a fallback, the way to retry)."""
+    _load_model.clear(source, dtype)
 
 
 def loaded(result: Result) -> gptviz.LoadedModel:

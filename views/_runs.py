@@ -13,6 +13,7 @@ import streamlit as st
 
 import gptviz
 from gptviz.ui_state import AppSettings
+from views import _model
 
 MAX_KEPT_RUNS = 4  # per browser session; a run of the bundled model holds a few MiB of attention
 MAX_KEPT_RUNS_HOSTED = 1  # a shared server: GPT-2 runs hold up to ~100 MiB each, times every student
@@ -56,9 +57,13 @@ def replace_current(result: Result) -> None:
 
 
 def show_notice() -> None:
+    """Why a Hub model fell back to the bundled one, and a way to try the Hub again (the fallback is cached)."""
     result = current()
     if result is not None and result.notice:
         st.warning(result.notice, icon=":material/cloud_off:")
+        source, dtype = result.settings.source, result.settings.dtype
+        st.button("Try the Hub again on the next Run", key="retry_hub", on_click=_model.forget, args=(source, dtype),
+                  help="This server keeps the fallback until then; press Run after this to load from the Hub again")
 
 
 def require() -> Result:

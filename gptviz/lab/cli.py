@@ -12,9 +12,8 @@ import dataclasses
 import json
 
 from gptviz import lab
-from gptviz.arguments import UsageError, model_json, plain, positive_int, quiet_torch
+from gptviz.arguments import UsageError, load_model, model_json, plain, positive_int
 from gptviz.lab import BACKENDS, LabSettings
-from gptviz.models import load
 from gptviz.registry import BUNDLED
 from gptviz.settings import DTYPE, DTYPES, NEW_TOKENS
 
@@ -60,8 +59,7 @@ def command(args: argparse.Namespace) -> int:
         prompt=args.prompt, max_new_tokens=args.max_new_tokens, window=args.window, sinks=args.sinks,
         groups=args.groups, backends=args.backends, residual_length=args.residual_length,
         block_size=args.block_size, prefix_prompts=tuple(args.prefix_prompts))
-    quiet_torch(args.threads)
-    lm = load(args.model, args.dtype)
+    lm = load_model(args)
     try:
         report = lab.run(lm.model, lm.tokenizer, settings)
     except lab.LabError as exc:
