@@ -44,7 +44,7 @@ class Step:
 
 @dataclass
 class Trace:
-    mode: Mode  # which decoder recorded it (a str: "cached", "recompute", "recompute_last")
+    mode: Mode  # which decoder recorded it (a str enum: equal to "cached", "recompute", "recompute_last")
     model_name: str
     dtype: str  # "float32" | "float64"
     cache_kind: str | None  # "dynamic" | "static" for the cached mode, else None
@@ -150,7 +150,7 @@ class Trace:
         data = json.loads(text)
         steps = [Step(**s) for s in data.pop("steps")]
         attention = data.pop("attention", None)
-        trace = cls(**data, steps=steps)
+        trace = cls(**{**data, "mode": Mode(data["mode"])}, steps=steps)  # JSON holds the plain name
         if attention is not None:
             raw = np.frombuffer(base64.b64decode(attention["float16_base64"]), dtype="<f2")
             trace.attention = torch.from_numpy(raw.reshape(attention["shape"]).copy())

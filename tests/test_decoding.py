@@ -229,6 +229,9 @@ def test_trace_round_trips_through_json_and_pandas(model, tokenizer):
     back = Trace.from_json(trace.to_json())
     assert back.token_ids == trace.token_ids and back.steps == trace.steps
     assert torch.equal(back.attention, trace.attention)
+    assert type(back.mode) is Mode and back.mode.label == Mode.CACHED.label  # was a plain str: .label failed
+    recompute = Trace.from_json(result.recompute.to_json(include_attention=False))
+    assert recompute.mode is Mode.RECOMPUTE and recompute.attention is None
     frame = trace.to_frame()
     assert list(frame["token_id"]) == trace.token_ids and len(frame) == 6
     assert len(trace.layer_frame()) == 6 * model.config.n_layer
