@@ -2,6 +2,7 @@
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -227,7 +228,7 @@ def test_report_on_the_bundled_model(report):
     ({"groups": 4}, "do not divide the model's 6 heads: choose one of [1, 2, 3, 6]"),
     ({"block_size": 0}, "block size must be a whole number ≥ 1"),
     ({"backends": ("fp8", "int3")}, "unknown quantization backend 'int3'"),
-    ({"max_new_tokens": 255}, "exceed the model's context of 256"),
+    ({"max_new_tokens": 255}, r"needs 260 positions .* over the model's context of 256: at most 251 new tokens fit"),
     ({"prompt": ""}, "the prompt is empty"),
     ({"prompt": "   "}, "the prompt is empty"),  # the compare CLI and the app refuse it too
     ({"prompt": "ROMEO\udcff"}, "the byte 0xFF, which is not UTF-8"),  # invalid UTF-8 in argv
@@ -252,6 +253,23 @@ def documented_json_keys() -> dict[str, list[str]]:
         name, keys = re.sub(r"\([^)]*\)", "", line.removeprefix("* ")).split(":", 1)
         sections[name.strip().strip("`")] = re.findall(r"`(\w+)`", keys)
     return sections
+
+
+def test_the_lab_fits_the_context_by_the_decoders_rule_and_checks_the_prefix_prompts(tokenizer):
+    """One rule (gptviz.settings.positions): prompt + new - 1 positions; the lab asked for one fewer."""
+    small = random_model(layers=2, heads=2, d_model=32, vocab=64, context=16, seed=0)
+    fits = lab.LabSettings(prompt="abcd", max_new_tokens=13, window=8, sinks=2, prefix_prompts=("ab1", "ab2"))
+    report = lab.run(small, tokenizer, fits)  # 4 + 13 - 1 = 16 positions: exactly the context
+    assert len(report.exact_tokens) == 13
+    with pytest.raises(lab.LabError, match=r"prompt \(4 tokens\) \+ max new tokens \(14\) needs 17 positions"):
+        lab.run(small, tokenizer, replace(fits, max_new_tokens=14))
+    long_prefix = replace(fits, prefix_prompts=("ab" + "x" * 20, "ab" + "y" * 20))  # was an IndexError mid-run
+    with pytest.raises(lab.LabError, match=r"the first shared-prefix prompt is 22 tokens but the model's context is "
+                                           r"16: shorten it"):
+        lab.check(long_prefix, small.config, tokenizer)
+    with pytest.raises(lab.LabError, match=r"second shared-prefix prompt \(6 tokens\) \+ max new tokens \(13\) "
+                                           r"needs 18 positions"):
+        lab.run(small, tokenizer, replace(fits, prefix_prompts=("ab1", "ab2345")))
 
 
 def test_cli_lab_json_has_the_reports_figures(capsys):

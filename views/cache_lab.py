@@ -14,7 +14,7 @@ from views._wait import server, this_session
 
 def lab_report(lm, source: str, dtype: str, settings: lab.LabSettings) -> lab.LabReport:
     """From the server's queue (one timed job at a time): computed once per model + settings, for every session."""
-    lab.check(settings, lm.model.config)  # a bad setting is refused at once, without queueing
+    lab.check(settings, lm.model.config, lm.tokenizer)  # a bad setting is refused at once, without queueing
     waiter, alive = this_session()
     job = server().request(("lab", source, dtype, settings), lambda job: lab.run(lm.model, lm.tokenizer,
                                   settings), waiter=waiter, alive=alive, size=settings.max_new_tokens,

@@ -118,9 +118,8 @@ def run(model, tokenizer, settings: LabSettings = LabSettings()) -> LabReport:
     """Every variant on ``settings.prompt``; raises LabError with the fix for settings that cannot run."""
     started = time.perf_counter()
     config = model.config
-    settings = check(settings, config)
+    settings = check(settings, config, tokenizer)
     prompt_ids = tokenizer(settings.prompt)["input_ids"]
-    _check_lengths(settings, len(prompt_ids), config.n_positions)
     tokens, logits, sizes = greedy(model, prompt_ids, settings.max_new_tokens, DynamicCache(config=config))
     todo, missing = plan(settings, config.n_embd // config.n_head)
     results = [run_variant(model, tokenizer, v, prompt_ids, tokens, logits) for v in todo]
@@ -131,10 +130,3 @@ def run(model, tokenizer, settings: LabSettings = LabSettings()) -> LabReport:
     return LabReport(settings, prompt_ids, tokens, tokenizer.decode(tokens), sizes, results, missing, precision,
                      prefix, config.n_positions, per_token, time.perf_counter() - started)
 
-
-def _check_lengths(settings: LabSettings, prompt_len: int, context: int) -> None:
-    if prompt_len == 0:
-        raise LabError("the prompt is empty: type some text to continue.")
-    if prompt_len + settings.max_new_tokens > context:
-        raise LabError(f"prompt ({prompt_len} tokens) + max new tokens ({settings.max_new_tokens}) exceed the "
-                       f"model's context of {context}: at most {max(context - prompt_len, 0)} new tokens fit.")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from gptviz.settings import NEW_TOKENS, DecodeError, check_prompt
+from gptviz.settings import NEW_TOKENS, DecodeError, check_fits, check_prompt
 
 BACKENDS = ("fp8", "quanto-int4", "quanto-int2")  # quantized-KV backends the lab knows
 PRECISIONS = ("float64", "float32", "bfloat16", "float16")
@@ -79,8 +79,11 @@ def variants(settings: LabSettings, head_dim: int) -> tuple[list[Variant], dict[
     return out, missing
 
 
-def check(settings: LabSettings, config) -> LabSettings:
-    """Raise LabError with the fix for any setting the model cannot run; else the settings, made concrete."""
+def check(settings: LabSettings, config, tokenizer=None) -> LabSettings:
+    """Raise LabError with the fix for any setting the model cannot run; else the settings, made concrete.
+
+    With the model's ``tokenizer`` the prompts are also measured against its context (the lab runs every
+    prompt, the two shared-prefix ones too, for ``max_new_tokens``)."""
     s, context, heads = settings, config.n_positions, config.n_head
     _text(s.prompt)
     _whole(s.max_new_tokens, "max new tokens", 1)
@@ -106,7 +109,20 @@ def check(settings: LabSettings, config) -> LabSettings:
         raise LabError("the shared-prefix demo needs two non-empty prompts.")
     for prompt in s.prefix_prompts:
         _text(prompt)
+    if tokenizer is not None:
+        _fits(s, tokenizer, context)
     return s
+
+
+def _fits(s: LabSettings, tokenizer, context: int) -> None:
+    """gptviz.settings' one context rule, for the prompt and each shared-prefix prompt."""
+    named = {"prompt": s.prompt, "first shared-prefix prompt": s.prefix_prompts[0],
+             "second shared-prefix prompt": s.prefix_prompts[1]}
+    for what, text in named.items():
+        try:
+            check_fits(len(tokenizer(text)["input_ids"]), s.max_new_tokens, context, what)
+        except DecodeError as exc:
+            raise LabError(str(exc)) from None
 
 
 def _text(prompt) -> None:
