@@ -183,7 +183,7 @@ def test_calculator_caps_sliding_window_layers():
 @pytest.mark.parametrize("config, message", [
     ({"model_type": "llama", "hidden_size": 4096}, "num_hidden_layers"),  # never a class default
     ({"n_head": 12, "n_embd": 768, "model_type": "gpt2"}, "n_layer"),
-    ({"num_hidden_layers": 2}, "not a usable config.json"),
+    ({"num_hidden_layers": 2}, 'no "model_type"'),
     ([1, 2], "one JSON object"),
 ])
 def test_calculator_refuses_configs_without_a_shape(config, message):

@@ -1,7 +1,5 @@
 """Cache lab: what quantized, windowed, sink, shared-prefix, paged and grouped-query caches cost and buy."""
 
-import json
-
 import streamlit as st
 
 from gptviz import display, lab
@@ -98,12 +96,12 @@ name = k[0].selectbox("A known config", list(lab.KNOWN_CONFIGS), index=len(lab.K
 tokens = k[1].number_input("Tokens", 1, 10_000_000, 8192, key="lab_tokens")
 pasted = st.text_area("…or paste a config.json", key="lab_json", height=80)
 try:
-    size = lab.kv_size(json.loads(pasted) if pasted.strip() else lab.KNOWN_CONFIGS[name], int(tokens))
+    size = lab.kv_size(lab.parse_config(pasted) if pasted.strip() else lab.KNOWN_CONFIGS[name], int(tokens))
     m = st.columns(2)
     unit = display.byte_unit(size.total_if_query_heads)  # the larger: both figures in one unit
     m[0].metric(f"KV cache at {size.tokens:,} tokens", display.in_unit(size.total, unit))
     m[1].metric("Counted with query heads instead", display.in_unit(size.total_if_query_heads, unit),
                 help=f"{size.overstatement:.0f}× too much")
     st.dataframe(size.to_frame(), hide_index=True, width="stretch")
-except (lab.LabError, json.JSONDecodeError) as exc:
+except lab.LabError as exc:
     st.error(f"**Cannot size this config:** {exc}")

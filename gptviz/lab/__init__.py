@@ -23,7 +23,7 @@ from transformers import DynamicCache
 from gptviz import cost
 from gptviz.lab import text
 from gptviz.lab.caches import GroupedKVLayer, SinkWindowLayer, build, measured_bytes
-from gptviz.lab.calculator import KNOWN_CONFIGS, KVSize, kv_size
+from gptviz.lab.calculator import KNOWN_CONFIGS, KVSize, kv_size, parse_config
 from gptviz.lab.paged import LAYOUT_LABELS, PAGED_LABELS, PagedResult, block_table
 from gptviz.lab.precision import PRECISION_LABELS, PrecisionResult, precision_study
 from gptviz.lab.prefix import PrefixResult, shared_prefix
@@ -45,7 +45,7 @@ __all__ = [
     "BACKENDS", "KNOWN_CONFIGS", "LAYOUT_LABELS", "PAGED_LABELS", "PRECISIONS", "PRECISION_LABELS", "VARIANT_LABELS",
     "GroupedKVLayer", "KVSize", "LabError", "LabReport", "LabSettings", "PagedResult", "PrecisionResult",
     "PrefixResult", "SinkWindowLayer", "Variant", "VariantResult", "build", "check", "kv_size", "labelled",
-    "measured_bytes", "quanto_missing", "run", "suggested_groups", "text",
+    "measured_bytes", "parse_config", "quanto_missing", "run", "suggested_groups", "text",
 ]
 
 
