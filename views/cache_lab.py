@@ -3,7 +3,7 @@
 import streamlit as st
 
 from gptviz import display, lab
-from gptviz.lab import figures
+from gptviz.lab import figures, quanto
 from views._model import loaded
 from views._runs import require
 from views._style import chart, intro
@@ -14,7 +14,8 @@ def lab_report(lm, source: str, dtype: str, settings: lab.LabSettings) -> lab.La
     """From the server's queue (one timed job at a time): computed once per model + settings, for every session."""
     lab.check(settings, lm.model.config, lm.tokenizer)  # a bad setting is refused at once, without queueing
     waiter, alive = this_session()
-    job = server().request(("lab", source, dtype, settings), lambda job: lab.run(lm.model, lm.tokenizer,
+    key = ("lab", source, dtype, settings, quanto.state())  # int4/int2 join once the server's build is done
+    job = server().request(key, lambda job: lab.run(lm.model, lm.tokenizer,
                                   settings), waiter=waiter, alive=alive, size=settings.max_new_tokens,
                                   size_kind=("lab", lm.name, dtype))
     with st.spinner("Running every cache variant on this model: one job at a time on this server, shared by "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, replace
 
 import pandas as pd
@@ -11,7 +10,6 @@ from gptviz.settings import NEW_TOKENS, DecodeError, check_fits, check_prompt
 
 BACKENDS = ("fp8", "quanto-int4", "quanto-int2")  # quantized-KV backends the lab knows
 PRECISIONS = ("float64", "float32", "bfloat16", "float16")
-QUANTO_PIN = "optimum-quanto==0.2.7"
 
 
 class LabError(ValueError):
@@ -54,10 +52,11 @@ def suggested_groups(heads: int) -> int:
 
 
 def quanto_missing() -> str | None:
-    """None when optimum-quanto can be used, else why not (shown on the page)."""
-    if importlib.util.find_spec("optimum") is None or importlib.util.find_spec("optimum.quanto") is None:
-        return f"int4/int2 need the optional package `{QUANTO_PIN}` (`pip install {QUANTO_PIN}`), not installed here."
-    return None
+    """None when optimum-quanto's int4/int2 can run now, else why not (shown on the page): not installed, its
+    C++ extension still compiling on this server, or no compiler to build it (gptviz.lab.quanto)."""
+    from gptviz.lab import quanto
+
+    return quanto.missing()
 
 
 def variants(settings: LabSettings, head_dim: int) -> tuple[list[Variant], dict[str, str]]:
