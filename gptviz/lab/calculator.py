@@ -174,14 +174,14 @@ def kv_size(config: dict, tokens: int, dtype: str | None = None) -> KVSize:
     if not isinstance(config, dict):
         raise LabError("a config.json holds one JSON object ({...}), got " + type(config).__name__ + ".")
     given = _given(config, _config_class(config))
+    dtype = dtype or str(config.get("torch_dtype") or config.get("dtype") or "float32")
+    if dtype not in cost.DTYPE_BYTES:
+        raise LabError(f"unknown number format {dtype!r}: choose from {', '.join(cost.DTYPE_BYTES)}.")
     heads = given["num_attention_heads"]
     _check_shape(given, config, given.get("num_key_value_heads", heads))
     parsed = _parsed(config)
     kv_heads = given.get("num_key_value_heads") or getattr(parsed, "num_key_value_heads", None) or heads
     _check_shape(given, config, kv_heads)  # again with a config class's default K/V heads (Mistral: 8)
-    dtype = dtype or str(config.get("torch_dtype") or config.get("dtype") or "float32")
-    if dtype not in cost.DTYPE_BYTES:
-        raise LabError(f"unknown number format {dtype!r}: choose from {', '.join(cost.DTYPE_BYTES)}.")
     layers = given["num_hidden_layers"]
     head_dim = given.get("head_dim") or given["hidden_size"] // heads
     types = config.get("layer_types")
