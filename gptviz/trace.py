@@ -66,6 +66,12 @@ class Trace:
         return len(self.prompt_ids)
 
     @property
+    def slots(self) -> int | None:
+        """Keys each cached step's attention scores under a StaticCache: its preallocated length, the last
+        step's context (every slot is scored, the unused ones masked). None for a growing cache or a recompute."""
+        return self.steps[-1].context_len if self.cache_kind == "static" and self.steps else None
+
+    @property
     def attention_len(self) -> int:
         """T, the number of rows in the stored attention map."""
         if self.attention is None:
