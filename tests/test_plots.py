@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
+import gptviz
 from gptviz import cost, display, plots, registry
 from gptviz.compare import Comparison
 from gptviz.decoding import DecodeSettings, Run
@@ -89,6 +90,24 @@ def test_logit_delta_draws_each_recompute_mode_with_zero_marked_and_machine_epsi
     assert list(recompute.marker.symbol) == ["x", "circle", "circle", "circle", "circle"]
     assert fig.layout.yaxis.type == "log"
     assert fig.layout.shapes[0].y0 == pytest.approx(eps)
+
+
+def test_what_to_look_for_under_logit_delta_is_computed_from_the_run(tiny_model, tokenizer):
+    """The Side by side caption: 'step 0 is exact' only when it is, growth only when the numbers grow."""
+    real = gptviz.run(tiny_model, tokenizer, "hello there", gptviz.DecodeSettings(max_new_tokens=8))
+    agreements = real.comparison.agreement.values()
+    worst = max(a.max_abs_dlogit[1:].max() for a in agreements)
+    assert f"stay within {worst:.1e}" in plots.logit_delta_look_for(real)
+    for agreement in agreements:  # here recompute_last's step 0 differs (6e-8: another matmul shape); make it 0
+        agreement.max_abs_dlogit[0] = 0.0
+    note = plots.logit_delta_look_for(real)
+    assert note.startswith("step 0 is exact") and "do not grow" in note
+    for agreement in agreements:  # force the bad cases on the real comparison
+        agreement.max_abs_dlogit[0] = 3e-6
+        agreement.max_abs_dlogit[-1] = 0.5
+    note = plots.logit_delta_look_for(real)
+    assert note.startswith("step 0 already differs by 3.0e-06") and "grow along the run" in note
+    assert "to 5.0e-01" in note
 
 
 def test_logit_delta_epsilon_follows_the_dtype():
