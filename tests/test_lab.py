@@ -5,6 +5,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from transformers import DynamicCache
@@ -149,7 +150,13 @@ def test_the_cached_recompute_gap_shrinks_with_precision(model):
     gap = {r.dtype: max(r.cached_vs_recompute) for r in study.rows}
     assert gap["bfloat16"] > gap["float32"] > gap["float64"]
     assert gap["float64"] < 1e-10 and gap["float32"] < FP32_EXACT
-    assert study.row("float64").cached_vs_float64 == [0.0] * 12  # the reference itself
+    reference = study.row("float64")  # never compared with itself (that was a column of zeros by construction)
+    assert reference.cached_vs_float64 is None and reference.first_flip is None
+    summary = study.summary().set_index("dtype")["max |Δ| vs float64"]
+    assert pd.isna(summary["float64"]) and 0 < summary["float32"] < summary["bfloat16"]
+    assert study.row("float32").recompute_vs_float64 != study.row("float32").cached_vs_float64  # two decoders
+    alone = precision.precision_study(model, ids, tokens, ("float32", "float16"))  # no reference at all
+    assert all(r.cached_vs_float64 is None for r in alone.rows) and alone.summary()["max |Δ| vs float64"].isna().all()
 
 
 def test_the_precision_study_refuses_a_model_too_big_to_copy(model, monkeypatch):
