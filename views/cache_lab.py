@@ -10,11 +10,11 @@ from views._style import chart, intro
 from views._wait import server, this_session
 
 
-def lab_report(lm, source: str, dtype: str, settings: lab.LabSettings) -> lab.LabReport:
+def lab_report(lm, name: str, dtype: str, settings: lab.LabSettings) -> lab.LabReport:
     """From the server's queue (one timed job at a time): computed once per model + settings, for every session."""
     lab.check(settings, lm.model.config, lm.tokenizer)  # a bad setting is refused at once, without queueing
     waiter, alive = this_session()
-    key = ("lab", source, dtype, settings, quanto.state())  # int4/int2 join once the server's build is done
+    key = ("lab", name, dtype, settings, quanto.state())  # int4/int2 join once the server's build is done
     job = server().request(key, lambda job: lab.run(lm.model, lm.tokenizer,
                                   settings), waiter=waiter, alive=alive, size=settings.max_new_tokens,
                                   size_kind=("lab", lm.name, dtype))
@@ -45,13 +45,13 @@ s = result.settings
 settings = lab.LabSettings(prompt=s.prompt, max_new_tokens=s.max_new_tokens, window=int(window), sinks=int(sinks),
                            groups=int(groups), backends=tuple(backends))
 try:
-    report = lab_report(lm, s.source, s.dtype, settings)
+    report = lab_report(lm, lm.name, s.dtype, settings)  # by the model loaded, not the name asked for
     paged = report.paged(int(block))
-    st.session_state["lab_good"] = (s.source, s.dtype, settings, int(block))
+    st.session_state["lab_good"] = (lm.name, s.dtype, settings, int(block))
 except lab.LabError as exc:
     st.error(f"**Cannot run this:** {exc}")
     good = st.session_state.get("lab_good")
-    if good is None or good[:2] != (s.source, s.dtype):
+    if good is None or good[:2] != (lm.name, s.dtype):
         st.stop()
     report = lab_report(lm, *good[:3])  # the last good result, straight from the cache
     paged = report.paged(good[3])

@@ -29,7 +29,7 @@ else:
     points = 1
     st.caption("One prefix length to test (a prefix of 2 tokens, then the third appended): generate more tokens "
                "to test more.")
-drift = hidden_drift(lm, result.settings.source, result.settings.dtype, ids, points)
+drift = hidden_drift(lm, lm.name, result.settings.dtype, ids, points)
 
 masked, unmasked = (compare.largest_drift(drift, causal) for causal in (True, False))
 cols = st.columns(2)
