@@ -276,7 +276,10 @@ def test_the_lab_fits_the_context_by_the_decoders_rule_and_checks_the_prefix_pro
         lab.check(long_prefix, small.config, tokenizer)
     with pytest.raises(lab.LabError, match=r"second shared-prefix prompt \(6 tokens\) \+ max new tokens \(13\) "
                                            r"needs 18 positions"):
-        lab.run(small, tokenizer, replace(fits, prefix_prompts=("ab1", "ab2345")))
+        lab.run(small, tokenizer, replace(fits, prefix_prompts=("ab1", "ab2345"), prefix_new_tokens=13))
+    cut = lab.run(small, tokenizer, replace(fits, prefix_prompts=("ab1", "ab2345")))  # left to the lab: it says so
+    assert cut.settings.prefix_new_tokens == 11 and [len(s) for s in cut.prefix.sequences] == [3 + 11, 6 + 11]
+    assert "continues for 11 tokens, not the run's 13: that is all the model's context of 16" in lab.text.prefix(cut)
 
 
 def test_cli_lab_json_has_the_reports_figures(capsys):

@@ -45,9 +45,7 @@ CLI_CASES = {  # name -> (arguments after --prompt ROMEO. --max-new-tokens 3, wh
     "residual text": (["--residual-length", "some"], "argument --residual-length: invalid int value: 'some'"),
     "prefix prompt too long": (["--prefix-prompts", LONG, LONG + " more"],
                                "the first shared-prefix prompt is 401 tokens but the model's context is 256"),
-    "prefix prompt + new past the context": (["--max-new-tokens", "250", "--prefix-prompts", "ROMEO. " + "a " * 8,
-                                              "ROMEO. b"], "first shared-prefix prompt (14 tokens) + max new tokens "
-                                                           "(250) needs 263 positions"),
+    "prefix prompt empty": (["--prefix-prompts", "", "ROMEO."], "needs two non-empty prompts"),
     "prefix prompts blank": (["--prefix-prompts", " ", "ROMEO."], "needs two non-empty prompts"),
     "prefix prompts without a common start": (["--prefix-prompts", "ROMEO.", "JULIET."],
                                               "do not start with the same token"),

@@ -124,7 +124,7 @@ def run(model, tokenizer, settings: LabSettings = LabSettings()) -> LabReport:
     todo, missing = plan(settings, config.n_embd // config.n_head)
     results = [run_variant(model, tokenizer, v, prompt_ids, tokens, logits) for v in todo]
     precision = precision_study(model, prompt_ids, tokens, PRECISIONS)
-    prefix = shared_prefix(model, tokenizer, settings.prefix_prompts, settings.max_new_tokens)
+    prefix = shared_prefix(model, tokenizer, settings.prefix_prompts, settings.prefix_new_tokens)
     per_token = cost.kv_bytes(config.n_layer, config.n_head, config.n_embd // config.n_head, 1,
                               next(model.parameters()).element_size())
     return LabReport(settings, prompt_ids, tokens, tokenizer.decode(tokens), sizes, results, missing, precision,
