@@ -1,7 +1,6 @@
 """The real loader, offline: saved random models, the bundled model, and clear refusals."""
 
 import json
-import time
 
 import pytest
 import torch
@@ -35,22 +34,19 @@ def test_bundled_model_loads_offline():
     assert (BUNDLED_DIR / "model.safetensors").stat().st_size <= 20 * 2**20
 
 
-def test_hub_unreachable_fails_fast_with_reason(monkeypatch):
+def test_hub_unreachable_fails_with_the_probes_reason(monkeypatch):
+    """The reason is the probe's (no wall-clock bound here: on a shared machine it measures the machine)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    start = time.perf_counter()
-    with pytest.raises(ModelLoadError, match="Hugging Face Hub.*HF_HUB_OFFLINE"):
+    with pytest.raises(ModelLoadError, match="Hugging Face Hub: HF_HUB_OFFLINE is set"):
         load("gpt2")
-    assert time.perf_counter() - start < 5
 
 
 def test_hub_unreachable_without_offline_flag_fails_fast(monkeypatch):
     """No env hint: the connectivity probe itself must give up quickly (the port is closed here)."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr("gptviz.models.HUB_HOST", "127.0.0.1")  # nothing listens on 443 locally
-    start = time.perf_counter()
-    with pytest.raises(ModelLoadError, match="cannot reach 127.0.0.1"):
-        load("distilgpt2", hub_timeout=2)
-    assert time.perf_counter() - start < 5
+    with pytest.raises(ModelLoadError, match=r"cannot reach 127.0.0.1 \(ConnectionRefusedError"):
+        load("distilgpt2", hub_timeout=2)  # refused by the probe's connect: the Hub client never retried
 
 
 def test_hub_model_falls_back_to_bundled_with_notice():
