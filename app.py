@@ -9,6 +9,7 @@ link (or every AppTest rerun) would run the page file alone, without this script
 import streamlit as st
 
 from gptviz.hosting import HostingConfigError
+from gptviz.lab import quanto
 from views import _links
 from views._model import policy
 from views._runs import show_notice
@@ -30,6 +31,7 @@ PAGES = [
     st.Page("views/cache_lab.py", title="Cache lab", icon=":material/science:"),
 ]
 page = st.navigation(PAGES)
+quanto.warm_in_background()  # int4/int2's C++ kernel compiles once per server, at start, never in a student's wait
 
 try:
     hosting = policy()  # an operator's typo in a GPTVIZ_* variable stops here, in one line, before any page

@@ -47,6 +47,18 @@ def int_at_least(minimum: int):
 positive_int, non_negative_int = int_at_least(1), int_at_least(0)
 
 
+def threads(text: str) -> int:
+    """An argparse type: torch CPU threads, 1 to the cores this process may use (more only make torch's
+    threads wait on each other: 999 ran the lab about 9× slower, without a word)."""
+    from gptviz.serve import cores
+
+    value, most = positive_int(text), cores()
+    if value > most:
+        raise argparse.ArgumentTypeError(f"at most {most}, the CPU cores this process may use (got {value}); "
+                                         "more threads than cores only slow torch down")
+    return value
+
+
 def finite_float(text: str) -> float:
     """An argparse type: a finite number (``nan`` and ``inf`` parse as floats, but no setting takes them)."""
     try:

@@ -25,6 +25,7 @@ from gptviz.arguments import (
     non_negative_int,
     plain,
     positive_int,
+    threads,
 )
 from gptviz.lab import cli as lab_cli
 from gptviz.modes import MODES, Mode, parse_modes
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated decoders to run (default {','.join(MODES)}); cached always runs")
     p.add_argument("--no-attention", action="store_true",
                    help="do not keep attention maps (faster, less memory; no slice proof in the report)")
-    p.add_argument("--threads", type=positive_int, default=None,
+    p.add_argument("--threads", type=threads, default=None,
                    help="torch CPU threads (default: torch's choice); 1 is steadier on a busy machine")
     p.add_argument("--json", action="store_true", help="print one JSON report instead of a table")
     lab_cli.add_parser(commands)

@@ -235,6 +235,9 @@ def hidden_state_drift(model, token_ids: list[int], causal: bool = True, points:
     total = ids.shape[1]
     if total < 3:
         raise ValueError("drift needs at least 3 tokens: a prefix of 2 and one appended token")
+    if total > model.config.n_positions:  # a run's last token may lie past the context (it is never fed back)
+        raise ValueError(f"drift over {total} tokens exceeds the model's context of {model.config.n_positions}: "
+                         "pass at most that many")
     lengths = sorted(set(np.linspace(2, total - 1, num=min(points, total - 2)).round().astype(int).tolist()))
     rows = []
     for t in lengths:

@@ -3,7 +3,8 @@
 FLOPs count a multiply-add as 2. Per token and layer, GPT-2's matmuls cost 24·d²
 (QKV 6d², output projection 2d², MLP 16d²); attention over k keys costs 4·k·d
 (scores and weighted sum). Eager attention scores every (query, key) pair and then
-masks, so a full-sequence pass over t tokens pays 4·t²·d per layer.
+masks, so a full-sequence pass over t tokens pays 4·t²·d per layer, and a cached step over a
+StaticCache pays for every preallocated slot, written or not.
 """
 
 from __future__ import annotations
@@ -54,27 +55,30 @@ def layer_flops(shape: Shape, queries: int, keys: int) -> int:
     return queries * 24 * d * d + 4 * queries * keys * d
 
 
-def step_flops(shape: Shape, mode: Mode | str, context_len: int, input_len: int | None = None) -> int:
+def step_flops(shape: Shape, mode: Mode | str, context_len: int, input_len: int | None = None,
+               slots: int | None = None) -> int:
     """FLOPs of one decoding step that attends over ``context_len`` tokens.
 
     cached: ``input_len`` new tokens (the prompt at prefill, then 1), a logit row for each of them
     (the prefill projects every prompt position, as the cached decoder asks the model for all logits).
     recompute: all ``context_len`` tokens, logits for every position.
     recompute_last: all tokens, logits for the last position only (``logits_to_keep=1``).
+    ``slots``: the keys each cached query scores when a StaticCache preallocated them (attention scores every
+    slot and masks the unused ones); None for a growing cache (the tokens so far).
     Checked against torch.utils.flop_counter.FlopCounterMode on a real GPT-2 forward pass (tests).
     """
     t = context_len
     if mode == Mode.CACHED:
         q = t if input_len is None else input_len
-        return shape.layers * layer_flops(shape, q, t) + 2 * shape.d_model * shape.vocab * q
+        return shape.layers * layer_flops(shape, q, slots or t) + 2 * shape.d_model * shape.vocab * q
     rows = t if mode == Mode.RECOMPUTE else 1
     return shape.layers * layer_flops(shape, t, t) + 2 * shape.d_model * shape.vocab * rows
 
 
-def run_flops(shape: Shape, mode: str, steps) -> int:
-    """FLOPs of a whole decode in ``mode`` over a cached trace's ``steps`` (their context and input lengths).
-    The ratio of two modes is the speed-up that arithmetic alone predicts, on any machine."""
-    return sum(step_flops(shape, mode, s.context_len, s.input_len) for s in steps)
+def run_flops(shape: Shape, mode: str, steps, slots: int | None = None) -> int:
+    """FLOPs of a whole decode in ``mode`` over a cached trace's ``steps`` (their context and input lengths;
+    ``slots`` as in step_flops). The ratio of two modes is the speed-up that arithmetic alone predicts."""
+    return sum(step_flops(shape, mode, s.context_len, s.input_len, slots) for s in steps)
 
 
 @dataclass(frozen=True)
@@ -90,8 +94,9 @@ class FlopsRatio:
         return self.mode_flops / self.cached_flops
 
     @classmethod
-    def of(cls, shape: Shape, steps, mode: Mode = Mode.RECOMPUTE) -> FlopsRatio:
-        return cls(run_flops(shape, mode, steps), run_flops(shape, Mode.CACHED, steps))
+    def of(cls, shape: Shape, trace, mode: Mode = Mode.RECOMPUTE) -> FlopsRatio:
+        """``trace``: the cached trace (its steps, and a static cache's slots)."""
+        return cls(run_flops(shape, mode, trace.steps), run_flops(shape, Mode.CACHED, trace.steps, trace.slots))
 
 
 def weight_bytes(model) -> int:

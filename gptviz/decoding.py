@@ -84,13 +84,17 @@ def make_cache(model, kind: str, max_len: int):
 
 
 def kv_sizes(cache) -> tuple[list[int], list[int]]:
-    """Per layer: (bytes holding real tokens, bytes allocated) of keys + values."""
+    """Per layer: (bytes of the slots holding a token, bytes allocated) of keys + values, read off the tensors.
+
+    A slot holds a token if its key or value is not all zeros (a StaticCache starts zeroed; a real key never
+    is), so "measured = formula" is a check of the cache's contents, not of its own length counter.
+    """
     used, allocated = [], []
     for layer in cache.layers:
         k, v = layer.keys, layer.values  # (batch, heads, t or max_len, head_dim)
-        t = int(layer.get_seq_length())
-        per_token = (k[..., :1, :].numel() * k.element_size() + v[..., :1, :].numel() * v.element_size())
-        used.append(t * per_token)
+        written = ((k != 0).any(-1) | (v != 0).any(-1)).flatten(0, 1).any(0)  # (t or max_len,) slot holds a token
+        per_slot = (k[..., :1, :].numel() * k.element_size() + v[..., :1, :].numel() * v.element_size())
+        used.append(int(written.sum()) * per_slot)
         allocated.append(k.numel() * k.element_size() + v.numel() * v.element_size())
     return used, allocated
 

@@ -30,14 +30,26 @@ class HostingConfigError(ValueError):
     """A GPTVIZ_* environment variable the server cannot use; one line that names it and the fix."""
 
 
+KNOWN = (HOSTED, ALLOWED_MODELS, MAX_NEW_TOKENS, MEMORY_BUDGET_MB)  # every GPTVIZ_* name the app reads
+CAPS = (ALLOWED_MODELS, MAX_NEW_TOKENS, MEMORY_BUDGET_MB)  # apply in hosted mode only
+
+
 def _check_names(env) -> None:
-    """A misspelt variable name would silently run the server unhosted: refuse near misses."""
-    known = (HOSTED, ALLOWED_MODELS, MAX_NEW_TOKENS, MEMORY_BUDGET_MB)
-    for name in env:
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.9)
-        if name.startswith("GPTVIZ") and name not in known and close:
-            raise HostingConfigError(f"{name} is not a gptviz setting: did you mean {close[0]}? Rename it in the "
-                                     "server's environment.")
+    """Any other GPTVIZ_* name is refused: a misspelt one (GPTVIZ_HOSTING=1) would run the server unhosted."""
+    for name in sorted(env):
+        if name.upper().startswith("GPTVIZ") and name not in KNOWN:
+            close = difflib.get_close_matches(name.upper(), KNOWN, n=1, cutoff=0.75)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise HostingConfigError(f"{name} is not a gptviz setting: {hint}the known ones are {', '.join(KNOWN)}. "
+                                     "Rename or unset it in the server's environment.")
+
+
+def _check_caps_need_hosting(env) -> None:
+    """A cap set without hosted mode would be ignored without a word: say so."""
+    caps = [name for name in CAPS if name in env]
+    if caps:
+        raise HostingConfigError(f"{', '.join(caps)} {'applies' if len(caps) == 1 else 'apply'} only in hosted "
+                                 f"mode: set {HOSTED}=1 as well, or unset {'it' if len(caps) == 1 else 'them'}.")
 
 
 def _flag(env, name: str) -> bool:
@@ -89,6 +101,7 @@ class Policy:
         env = os.environ if env is None else env
         _check_names(env)
         if not _flag(env, HOSTED):
+            _check_caps_need_hosting(env)
             return cls()
         return cls(hosted=True, allowed_models=_allowed(env), allow_local=False,
                    max_new_tokens=_number(env, MAX_NEW_TOKENS, int, HOSTED_MAX_NEW_TOKENS),

@@ -36,7 +36,7 @@ from gptviz.registry import BUNDLED, BUNDLED_DIR, BUNDLED_NAME, HUB_MODELS, cano
 from gptviz.settings import DTYPES
 
 __all__ = ["BUNDLED", "BUNDLED_DIR", "HUB_MODELS", "WEIGHTS", "WEIGHTS_INDEX", "LoadedModel", "ModelLoadError",
-           "canonical_hub_id", "load", "loaded_model", "random_model"]
+           "canonical_hub_id", "load", "loaded_model", "random_model", "source_of"]
 
 
 @dataclass
@@ -140,6 +140,12 @@ def _load_local(source: str, dtype: str, allow_local: bool) -> LoadedModel:
     check_local_dir(path)
     model, tokenizer = _load(path, dtype)
     return loaded_model(model, tokenizer, source, str(path), dtype)
+
+
+def source_of(name: str) -> str:
+    """The source that loads the model a ``LoadedModel.name`` names: the bundled model's name is 'bundled';
+    a Hub id or a resolved directory is its own source. (A run keeps the name; this finds that model again.)"""
+    return BUNDLED if name == BUNDLED_NAME else name
 
 
 def loaded_model(model, tokenizer, source: str, name: str, dtype: str) -> LoadedModel:

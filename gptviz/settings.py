@@ -166,16 +166,21 @@ def _check_limits(s: DecodeSettings, limits: Limits) -> None:
 
 
 def _check_fits(s: DecodeSettings, prompt_len: int, context: int) -> None:
+    check_fits(prompt_len, s.max_new_tokens, context)
+
+
+def check_fits(prompt_len: int, new_tokens: int, context: int, what: str = "prompt") -> None:
+    """The one context rule (decoding, the Cache lab): the ``positions`` a run feeds must fit the context."""
     if prompt_len < 1:
-        raise DecodeError("the prompt is empty: type some text to continue.")
+        raise DecodeError(f"the {what} is empty: type some text to continue.")
     if prompt_len > context:
-        raise DecodeError(f"the prompt is {prompt_len} tokens but the model's context is {context}: "
+        raise DecodeError(f"the {what} is {prompt_len} tokens but the model's context is {context}: "
                           f"shorten it to at most {context} tokens.")
-    if positions(prompt_len, s.max_new_tokens) > context:
-        raise DecodeError(f"prompt ({prompt_len} tokens) + max new tokens ({s.max_new_tokens}) needs "
-                          f"{positions(prompt_len, s.max_new_tokens)} positions (the last new token is never fed "
+    if positions(prompt_len, new_tokens) > context:
+        raise DecodeError(f"{what} ({prompt_len} tokens) + max new tokens ({new_tokens}) needs "
+                          f"{positions(prompt_len, new_tokens)} positions (the last new token is never fed "
                           f"back), over the model's context of {context}: at most {context - prompt_len + 1} new "
-                          "tokens fit.")
+                          f"tokens fit, or shorten the {what}.")
 
 
 def _check_memory(s: DecodeSettings, prompt_len: int, shape: cost.Shape, value_bytes: int, budget: int) -> None:

@@ -44,7 +44,7 @@ class Step:
 
 @dataclass
 class Trace:
-    mode: Mode  # which decoder recorded it (a str: "cached", "recompute", "recompute_last")
+    mode: Mode  # which decoder recorded it (a str enum: equal to "cached", "recompute", "recompute_last")
     model_name: str
     dtype: str  # "float32" | "float64"
     cache_kind: str | None  # "dynamic" | "static" for the cached mode, else None
@@ -64,6 +64,12 @@ class Trace:
     @property
     def prompt_len(self) -> int:
         return len(self.prompt_ids)
+
+    @property
+    def slots(self) -> int | None:
+        """Keys each cached step's attention scores under a StaticCache: its preallocated length, the last
+        step's context (every slot is scored, the unused ones masked). None for a growing cache or a recompute."""
+        return self.steps[-1].context_len if self.cache_kind == "static" and self.steps else None
 
     @property
     def attention_len(self) -> int:
@@ -150,7 +156,7 @@ class Trace:
         data = json.loads(text)
         steps = [Step(**s) for s in data.pop("steps")]
         attention = data.pop("attention", None)
-        trace = cls(**data, steps=steps)
+        trace = cls(**{**data, "mode": Mode(data["mode"])}, steps=steps)  # JSON holds the plain name
         if attention is not None:
             raw = np.frombuffer(base64.b64decode(attention["float16_base64"]), dtype="<f2")
             trace.attention = torch.from_numpy(raw.reshape(attention["shape"]).copy())

@@ -326,3 +326,28 @@ def test_a_figure_goes_with_the_result_it_was_built_from():
     del owner, calls[:], a
     gc.collect()
     assert _figures.cached_count() == count - 1
+
+
+def test_pages_describe_the_model_that_made_the_run_not_what_its_source_loads_now(monkeypatch):
+    """The Hub was down (gpt2 fell back to the bundled model); then the model cache was emptied and the Hub came
+    back, so 'gpt2' loads another model. Inside GPT-2 must still describe the bundled model that made the run."""
+    import gptviz
+
+    patched, hub = gptviz.load, {"down": True}  # the tests' gpt2 is a tiny random GPT-2 (conftest)
+
+    def load(source, dtype="float32", **kwargs):
+        if source == TINY_SOURCE and hub["down"]:
+            fallback = patched("bundled", dtype)
+            fallback.source, fallback.notice = source, "the Hub is down (test)"
+            return fallback
+        return patched(source, dtype, **kwargs)
+
+    monkeypatch.setattr(gptviz, "load", load)
+    at = start()
+    assert shown(at).model_name == "bundled Shakespeare GPT-2"
+    bundled = patched("bundled").info["parameters"]
+    hub["down"] = False
+    load_model.clear()  # evicted; 'gpt2' now loads the tiny model
+    at.switch_page("views/inside_gpt2.py").run()
+    assert not at.exception
+    assert metrics(at)["Parameters"] == f"{bundled / 1e6:.2f} M"  # was the tiny model's 0.04 M

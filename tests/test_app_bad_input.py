@@ -72,7 +72,7 @@ def test_max_new_tokens_past_the_context():
     at.text_area(key="prompt").set_value("word " * 200)  # ~200 tokens: together past the 256-token context
     at.button(key="run").click().run()
     assert not at.exception
-    assert "new tokens fit" in at.error[0].value or "budget" in at.error[0].value
+    assert "over the model's context of 256: at most" in at.error[0].value  # the context, checked before memory
     assert still_showing(at, good)
 
 

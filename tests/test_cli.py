@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gptviz import cli, cost, models
+from gptviz.serve import cores
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT_STEP_KEYS = {"step", "token_id", "token", "context_len", "cached_seconds", "recompute_seconds",
@@ -138,6 +139,8 @@ BAD_ARGUMENTS = {  # name -> (arguments, what the one line on stderr must say)
     "unknown mode": (["--modes", "cached,telepathy"], "telepathy"),
     "no modes": (["--modes", ","], "argument --modes"),
     "zero threads": (["--threads", "0"], "argument --threads: must be ≥ 1, got 0"),
+    "threads beyond the cores": (["--threads", str(cores() + 1)], f"argument --threads: at most {cores()}, the CPU "
+                                                                  f"cores this process may use (got {cores() + 1})"),
     "unknown option": (["--frobnicate"], "unrecognized arguments: --frobnicate"),
     "stray argument": (["extra"], "unrecognized arguments: extra"),
 }

@@ -24,26 +24,32 @@ def counted(decode) -> tuple[int, object]:
     return counter.get_total_flops(), tape
 
 
-@pytest.mark.parametrize("mode", ["cached", "recompute", "recompute_last"])
+@pytest.mark.parametrize("mode", ["cached", "static", "recompute", "recompute_last"])
 def test_step_flops_equal_torchs_flop_counter_over_a_whole_decode(model, mode):
+    """Eager attention (a recording) scores every key slot: a StaticCache's preallocated ones too."""
     ids = torch.arange(PROMPT)
-    if mode == "cached":
-        flops, tape = counted(lambda: decode_cached(model, ids, Sampler(DecodeSettings()), STEPS))
+    slots = None
+    if mode in ("cached", "static"):
+        kind = "static" if mode == "static" else "dynamic"
+        flops, tape = counted(lambda: decode_cached(model, ids, Sampler(DecodeSettings()), STEPS, cache_kind=kind))
+        slots = PROMPT + STEPS - 1 if kind == "static" else None
     else:
         flops, tape = counted(lambda: decode_recompute(model, ids, Replay([5, 6, 7, 8], PROMPT), STEPS,
                                                        logits_to_keep=1 if mode == "recompute_last" else 0))
     shape = cost.Shape.of(model)
-    expected = sum(cost.step_flops(shape, mode, s.context_len, s.input_len) for s in tape.steps)
+    mode = "cached" if mode == "static" else mode
+    expected = sum(cost.step_flops(shape, mode, s.context_len, s.input_len, slots) for s in tape.steps)
     assert flops == expected
 
 
-def test_the_overviews_flops_ratio_is_torchs_count_of_both_decodes(model):
-    """The Overview's 'FLOPs ratio, same run', from the cached steps alone, against what torch counts running
+@pytest.mark.parametrize("kind", ["dynamic", "static"])
+def test_the_overviews_flops_ratio_is_torchs_count_of_both_decodes(model, tokenizer, kind):
+    """The Overview's 'FLOPs ratio, same run', from the cached trace alone, against what torch counts running
     the recompute decode and the cached decode (FLOPs depend on shapes only, not on which tokens)."""
     ids = torch.arange(PROMPT)
-    cached_flops, tape = counted(lambda: decode_cached(model, ids, Sampler(DecodeSettings()), STEPS))
+    cached_flops, tape = counted(lambda: decode_cached(model, ids, Sampler(DecodeSettings()), STEPS, cache_kind=kind))
     recompute_flops, _ = counted(lambda: decode_recompute(model, ids, Replay([5, 6, 7, 8], PROMPT), STEPS))
-    ratio = cost.FlopsRatio.of(cost.Shape.of(model), tape.steps)
+    ratio = cost.FlopsRatio.of(cost.Shape.of(model), tape.to_trace("tiny", tokenizer, kind))
     assert (ratio.mode_flops, ratio.cached_flops) == (recompute_flops, cached_flops)
     assert ratio.ratio == pytest.approx(recompute_flops / cached_flops) and ratio.ratio > 1
 

@@ -8,7 +8,7 @@ import torch
 
 from gptviz import DecodeError, DecodeSettings, Limits, Mode, cost, run
 from gptviz.compare import Agreement, hidden_state_drift
-from gptviz.decoding import decode_cached, decode_recompute
+from gptviz.decoding import decode_cached, decode_recompute, kv_sizes, make_cache
 from gptviz.models import random_model
 from gptviz.sampling import Replay, Sampler
 from gptviz.trace import Trace
@@ -187,6 +187,23 @@ def test_kv_bytes_equal_the_formula(model, tokenizer, kind):
     assert result.cached.steps[-1].kv_bytes == result.cached.steps[-1].kv_allocated  # no slot left unwritten
 
 
+def test_measured_kv_bytes_read_the_caches_contents_not_its_length_counter(model):
+    """Force the bad case: a slot written behind the cache's back must show up as measured ≠ formula."""
+    c = model.config
+    cache = make_cache(model, "static", max_len=10)
+    model(torch.arange(5)[None], past_key_values=cache, use_cache=True)  # 5 of 10 slots written
+    per_slot = cost.kv_bytes(1, c.n_head, c.n_embd // c.n_head, 1, 4)
+    used, allocated = kv_sizes(cache)
+    assert used == [5 * per_slot] * c.n_layer and allocated == [10 * per_slot] * c.n_layer
+    cache.layers[0].keys[:, :, 8, :] = 1.0  # a stray write; get_seq_length() still says 5
+    assert cache.get_seq_length() == 5 and kv_sizes(cache)[0][0] == 6 * per_slot
+    dynamic = make_cache(model, "dynamic", max_len=0)
+    model(torch.arange(5)[None], past_key_values=dynamic, use_cache=True)
+    dynamic.layers[1].keys[:, :, 2, :] = 0.0  # a token whose key and value were lost
+    dynamic.layers[1].values[:, :, 2, :] = 0.0
+    assert kv_sizes(dynamic)[0] == [5 * per_slot, 4 * per_slot] + [5 * per_slot] * (c.n_layer - 2)
+
+
 def test_drift_zero_with_mask_large_without(model, tokenizer):
     ids = tokenizer(PROMPT * 2)["input_ids"]
     causal = hidden_state_drift(model, ids, causal=True, points=6)
@@ -229,6 +246,9 @@ def test_trace_round_trips_through_json_and_pandas(model, tokenizer):
     back = Trace.from_json(trace.to_json())
     assert back.token_ids == trace.token_ids and back.steps == trace.steps
     assert torch.equal(back.attention, trace.attention)
+    assert type(back.mode) is Mode and back.mode.label == Mode.CACHED.label  # was a plain str: .label failed
+    recompute = Trace.from_json(result.recompute.to_json(include_attention=False))
+    assert recompute.mode is Mode.RECOMPUTE and recompute.attention is None
     frame = trace.to_frame()
     assert list(frame["token_id"]) == trace.token_ids and len(frame) == 6
     assert len(trace.layer_frame()) == 6 * model.config.n_layer

@@ -64,4 +64,21 @@ def test_flags_and_numbers_operators_write():
     assert not Policy.from_env({"GPTVIZ_HOSTED": "off"}).hosted
     policy = Policy.from_env({"GPTVIZ_HOSTED": "on", "GPTVIZ_MAX_NEW_TOKENS": " 40 ", "GPTVIZ_MEMORY_BUDGET_MB": "0.5"})
     assert (policy.max_new_tokens, policy.memory_budget) == (40, 2**19)
-    assert Policy.from_env({"GPTVIZ_ALLOW_TEST_MODELS": "1", "GPTVIZ_OTHER": "x"}) == Policy()  # not near misses
+    assert Policy.from_env({"GPTVIZ_HOSTED": "0", "OTHER_GPTVIZ": "x", "PATH": "/bin"}) == Policy()
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"GPTVIZ_HOSTING": "1"}, r"GPTVIZ_HOSTING is not a gptviz setting: did you mean GPTVIZ_HOSTED\?"),
+    ({"GPTVIZ_ALLOWED": "bundled", "GPTVIZ_HOSTED": "1"}, r"GPTVIZ_ALLOWED is not .* mean GPTVIZ_ALLOWED_MODELS\?"),
+    ({"GPTVIZ_ALLOW_TEST_MODELS": "1"}, r"GPTVIZ_ALLOW_TEST_MODELS is not a gptviz setting"),
+    ({"GPTVIZ_X": "1"}, r"GPTVIZ_X is not a gptviz setting: the known ones are GPTVIZ_HOSTED, GPTVIZ_ALLOWED_MODELS, "
+                        r"GPTVIZ_MAX_NEW_TOKENS, GPTVIZ_MEMORY_BUDGET_MB\. Rename or unset it"),
+    ({"gptviz_hosted": "1"}, r"gptviz_hosted is not a gptviz setting: did you mean GPTVIZ_HOSTED\?"),
+    ({"GPTVIZ_MAX_NEW_TOKENS": "8"}, r"GPTVIZ_MAX_NEW_TOKENS applies only in hosted mode: set GPTVIZ_HOSTED=1"),
+    ({"GPTVIZ_HOSTED": "0", "GPTVIZ_ALLOWED_MODELS": "bundled", "GPTVIZ_MEMORY_BUDGET_MB": "9"},
+     r"GPTVIZ_ALLOWED_MODELS, GPTVIZ_MEMORY_BUDGET_MB apply only in hosted mode: .* or unset them\."),
+], ids=["hosting", "allowed", "old-test-switch", "unknown", "lower-case", "cap-unhosted", "caps-hosted-off"])
+def test_unknown_names_and_caps_without_hosting_are_refused(env, message):
+    """Each of these used to start the server unhosted (or ignore the cap) without a word."""
+    with pytest.raises(HostingConfigError, match=message):
+        Policy.from_env(env)

@@ -2,8 +2,10 @@
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from transformers import DynamicCache
@@ -148,7 +150,13 @@ def test_the_cached_recompute_gap_shrinks_with_precision(model):
     gap = {r.dtype: max(r.cached_vs_recompute) for r in study.rows}
     assert gap["bfloat16"] > gap["float32"] > gap["float64"]
     assert gap["float64"] < 1e-10 and gap["float32"] < FP32_EXACT
-    assert study.row("float64").cached_vs_float64 == [0.0] * 12  # the reference itself
+    reference = study.row("float64")  # never compared with itself (that was a column of zeros by construction)
+    assert reference.cached_vs_float64 is None and reference.first_flip is None
+    summary = study.summary().set_index("dtype")["max |Δ| vs float64"]
+    assert pd.isna(summary["float64"]) and 0 < summary["float32"] < summary["bfloat16"]
+    assert study.row("float32").recompute_vs_float64 != study.row("float32").cached_vs_float64  # two decoders
+    alone = precision.precision_study(model, ids, tokens, ("float32", "float16"))  # no reference at all
+    assert all(r.cached_vs_float64 is None for r in alone.rows) and alone.summary()["max |Δ| vs float64"].isna().all()
 
 
 def test_the_precision_study_refuses_a_model_too_big_to_copy(model, monkeypatch):
@@ -182,7 +190,7 @@ def test_calculator_caps_sliding_window_layers():
 @pytest.mark.parametrize("config, message", [
     ({"model_type": "llama", "hidden_size": 4096}, "num_hidden_layers"),  # never a class default
     ({"n_head": 12, "n_embd": 768, "model_type": "gpt2"}, "n_layer"),
-    ({"num_hidden_layers": 2}, "not a usable config.json"),
+    ({"num_hidden_layers": 2}, 'no "model_type"'),
     ([1, 2], "one JSON object"),
 ])
 def test_calculator_refuses_configs_without_a_shape(config, message):
@@ -227,7 +235,7 @@ def test_report_on_the_bundled_model(report):
     ({"groups": 4}, "do not divide the model's 6 heads: choose one of [1, 2, 3, 6]"),
     ({"block_size": 0}, "block size must be a whole number ≥ 1"),
     ({"backends": ("fp8", "int3")}, "unknown quantization backend 'int3'"),
-    ({"max_new_tokens": 255}, "exceed the model's context of 256"),
+    ({"max_new_tokens": 255}, r"needs 260 positions .* over the model's context of 256: at most 251 new tokens fit"),
     ({"prompt": ""}, "the prompt is empty"),
     ({"prompt": "   "}, "the prompt is empty"),  # the compare CLI and the app refuse it too
     ({"prompt": "ROMEO\udcff"}, "the byte 0xFF, which is not UTF-8"),  # invalid UTF-8 in argv
@@ -252,6 +260,26 @@ def documented_json_keys() -> dict[str, list[str]]:
         name, keys = re.sub(r"\([^)]*\)", "", line.removeprefix("* ")).split(":", 1)
         sections[name.strip().strip("`")] = re.findall(r"`(\w+)`", keys)
     return sections
+
+
+def test_the_lab_fits_the_context_by_the_decoders_rule_and_checks_the_prefix_prompts(tokenizer):
+    """One rule (gptviz.settings.positions): prompt + new - 1 positions; the lab asked for one fewer."""
+    small = random_model(layers=2, heads=2, d_model=32, vocab=64, context=16, seed=0)
+    fits = lab.LabSettings(prompt="abcd", max_new_tokens=13, window=8, sinks=2, prefix_prompts=("ab1", "ab2"))
+    report = lab.run(small, tokenizer, fits)  # 4 + 13 - 1 = 16 positions: exactly the context
+    assert len(report.exact_tokens) == 13
+    with pytest.raises(lab.LabError, match=r"prompt \(4 tokens\) \+ max new tokens \(14\) needs 17 positions"):
+        lab.run(small, tokenizer, replace(fits, max_new_tokens=14))
+    long_prefix = replace(fits, prefix_prompts=("ab" + "x" * 20, "ab" + "y" * 20))  # was an IndexError mid-run
+    with pytest.raises(lab.LabError, match=r"the first shared-prefix prompt is 22 tokens but the model's context is "
+                                           r"16: shorten it"):
+        lab.check(long_prefix, small.config, tokenizer)
+    with pytest.raises(lab.LabError, match=r"second shared-prefix prompt \(6 tokens\) \+ max new tokens \(13\) "
+                                           r"needs 18 positions"):
+        lab.run(small, tokenizer, replace(fits, prefix_prompts=("ab1", "ab2345"), prefix_new_tokens=13))
+    cut = lab.run(small, tokenizer, replace(fits, prefix_prompts=("ab1", "ab2345")))  # left to the lab: it says so
+    assert cut.settings.prefix_new_tokens == 11 and [len(s) for s in cut.prefix.sequences] == [3 + 11, 6 + 11]
+    assert "continues for 11 tokens, not the run's 13: that is all the model's context of 16" in lab.text.prefix(cut)
 
 
 def test_cli_lab_json_has_the_reports_figures(capsys):

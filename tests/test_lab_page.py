@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from gptviz.lab import quanto
 from tests.conftest import TINY_SOURCE
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
@@ -14,6 +15,7 @@ TIMEOUT = 120
 @pytest.fixture(autouse=True)
 def _test_models(monkeypatch, tiny_gpt2):
     monkeypatch.chdir(APP.parent)
+    assert quanto.warm() is None  # a server's start-up build of int4/int2's kernel, finished (app.py starts it)
 
 
 def lab_page(model: str = TINY_SOURCE) -> AppTest:

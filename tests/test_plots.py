@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
+import gptviz
 from gptviz import cost, display, plots, registry
 from gptviz.compare import Comparison
 from gptviz.decoding import DecodeSettings, Run
@@ -47,7 +48,10 @@ def make_trace(mode: str, dtype: str = "float32", cache_kind: str | None = "dyna
     total = PROMPT + steps - 1
     return Trace(mode=mode, model_name="hand-built", dtype=dtype, cache_kind=cache_kind if mode == "cached" else None,
                  prompt_ids=[1, 2, 3], prompt_tokens=["x", "x", "\n"], layers=LAYERS, heads=HEADS, head_dim=HEAD_DIM,
-                 steps=recorded, attention=packed_attention(total, seed=0))
+                 steps=recorded, attention=packed_attention(total, seed=SEEDS[mode]))  # each mode its own maps
+
+
+SEEDS = {"cached": 0, "recompute": 1, "recompute_last": 2}  # distinct data: a pane drawing the wrong trace shows
 
 
 def make_logits(mode: str, steps: int) -> torch.Tensor:
@@ -91,6 +95,24 @@ def test_logit_delta_draws_each_recompute_mode_with_zero_marked_and_machine_epsi
     assert fig.layout.shapes[0].y0 == pytest.approx(eps)
 
 
+def test_what_to_look_for_under_logit_delta_is_computed_from_the_run(tiny_model, tokenizer):
+    """The Side by side caption: 'step 0 is exact' only when it is, growth only when the numbers grow."""
+    real = gptviz.run(tiny_model, tokenizer, "hello there", gptviz.DecodeSettings(max_new_tokens=8))
+    agreements = real.comparison.agreement.values()
+    worst = max(a.max_abs_dlogit[1:].max() for a in agreements)
+    assert f"stay within {worst:.1e}" in plots.logit_delta_look_for(real)
+    for agreement in agreements:  # here recompute_last's step 0 differs (6e-8: another matmul shape); make it 0
+        agreement.max_abs_dlogit[0] = 0.0
+    note = plots.logit_delta_look_for(real)
+    assert note.startswith("step 0 is exact") and "do not grow" in note
+    for agreement in agreements:  # force the bad cases on the real comparison
+        agreement.max_abs_dlogit[0] = 3e-6
+        agreement.max_abs_dlogit[-1] = 0.5
+    note = plots.logit_delta_look_for(real)
+    assert note.startswith("step 0 already differs by 3.0e-06") and "grow along the run" in note
+    assert "to 5.0e-01" in note
+
+
 def test_logit_delta_epsilon_follows_the_dtype():
     fig = plots.logit_delta(make_run(dtype="float64"))
     assert fig.layout.shapes[0].y0 == pytest.approx(float(torch.finfo(torch.float64).eps))
@@ -126,6 +148,9 @@ def test_attention_panes_show_cached_rows_beside_the_lower_triangular_recompute_
     assert np.isnan(full[np.triu_indices(t, k=1)]).all()  # the masked future is blank, not zero
     expected = run.recompute.attention_map(1, 2, step)
     np.testing.assert_allclose(full[np.tril_indices(t)], expected[np.tril_indices(t)])
+    cached = run.cached.attention_map(1, 2, step)[t - new_rows:t]  # the left pane is the cached trace's rows
+    np.testing.assert_allclose(np.nan_to_num(np.asarray(left.z, dtype=float)), np.tril(cached, k=t - new_rows))
+    assert not np.allclose(cached, expected[t - new_rows:t])  # the two traces differ here: a swap would show
     boxes = [(s.y0, s.y1) for s in fig.layout.shapes]
     assert (t - new_rows - 0.5, t - 0.5) in boxes  # the newly computed row(s)
     assert ((-0.5, t - new_rows - 0.5) in boxes) == (step > 0)  # the rows merely re-computed
@@ -168,13 +193,18 @@ def test_attention_heads_draws_every_head_of_the_layer(run):
 
 # ---- KV cache ----------------------------------------------------------------------------------
 
-def test_kv_per_layer_stacks_one_bar_per_layer_that_sums_to_the_formula(run):
-    fig = plots.kv_per_layer(run)
+def test_kv_per_layer_stacks_the_measured_bytes_and_the_formula_on_top(tiny_model, tokenizer):
+    """On a real run (bytes read off the cache's tensors) the stack meets the formula; a forced mismatch shows."""
+    real = gptviz.run(tiny_model, tokenizer, "hello there", gptviz.DecodeSettings(max_new_tokens=5,
+                                                                                  modes=("cached",)))
+    fig = plots.kv_per_layer(real)
     bars = [t for t in fig.data if t.type == "bar"]
-    assert len(bars) == LAYERS and fig.layout.barmode == "stack"
-    stacked = np.sum([b.y for b in bars], axis=0)
-    formula = fig.data[-1].y
-    np.testing.assert_array_equal(stacked, formula)
+    assert len(bars) == tiny_model.config.n_layer and fig.layout.barmode == "stack"
+    np.testing.assert_allclose(np.sum([b.y for b in bars], axis=0), fig.data[-1].y)
+    real.cached.steps[2].kv_bytes[0] //= 2  # a layer that held half of what it should
+    fig = plots.kv_per_layer(real)
+    stacked = np.sum([t.y for t in fig.data if t.type == "bar"], axis=0)
+    assert stacked[2] < fig.data[-1].y[2] and stacked[3] == pytest.approx(fig.data[-1].y[3])
 
 
 def test_kv_allocation_compares_static_preallocation_with_dynamic_growth():
@@ -335,8 +365,20 @@ def test_attention_panes_side_by_side_put_the_new_row_level_with_the_red_row(run
     z = np.asarray(cached.z, dtype=float)
     rows = run.cached.step_rows(2)
     assert np.isnan(z[: rows.start]).all() and not np.isnan(z[rows.start, 0])  # only the new row is drawn
-    np.testing.assert_array_equal(z[rows.start], np.asarray(full.z, dtype=float)[rows.start])
+    np.testing.assert_allclose(z[rows.start, : rows.stop], run.cached.attention_map(0, 0, 2)[rows.start])
+    np.testing.assert_allclose(np.asarray(full.z, dtype=float)[rows.start, : rows.stop],
+                               run.recompute.attention_map(0, 0, 2)[rows.start])  # each pane its own trace
     assert fig.layout.xaxis2.domain[0] > fig.layout.xaxis.domain[1]  # left and right, not stacked
+
+
+def test_on_a_real_run_the_cached_row_equals_the_recomputed_row(tiny_model, tokenizer):
+    """The lesson the side-by-side panes draw, on real traces (each pane reads its own): equal to rounding."""
+    real = gptviz.run(tiny_model, tokenizer, "hello there", gptviz.DecodeSettings(max_new_tokens=6))
+    cached, full = plots.attention_panes(real, 1, 1, 4, side_by_side=True, height=500).data
+    row = real.cached.step_rows(4).start
+    left, right = (np.asarray(p.z, dtype=float)[row, : row + 1] for p in (cached, full))
+    np.testing.assert_allclose(left, right, atol=2e-3)  # float16 storage of two different computations
+    assert left.sum() == pytest.approx(1, abs=1e-2)  # a softmax row, not a blank one
 
 
 def test_attention_growth_opens_at_the_requested_step(run):

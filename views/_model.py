@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 import gptviz
-from gptviz import anatomy, cost
+from gptviz import anatomy, cost, models
 from gptviz.decoding import warm_up
 from gptviz.hosting import Policy
 from views import _download
@@ -53,8 +53,16 @@ def forget(source: str, dtype: str) -> None:
 
 
 def loaded(result: Result) -> gptviz.LoadedModel:
-    """The model that produced ``result`` (from the shared cache; never loaded twice)."""
-    return load_model(result.settings.source, result.settings.dtype)
+    """The model that produced ``result`` (from the shared cache), never another one that its source loads now:
+    after a fallback to the bundled model, or the cache's eviction, ``source`` may load a different model."""
+    lm = load_model(result.settings.source, result.settings.dtype)
+    if lm.name != result.model_name:
+        lm = load_model(models.source_of(result.model_name), result.settings.dtype)
+    if lm.name != result.model_name:
+        st.warning(f"This run was made by **{result.model_name}**, which this server no longer loads for "
+                   f"'{result.settings.source}' (it now gives {lm.name}): press **Run** to run it again.")
+        st.stop()
+    return lm
 
 
 @st.cache_data(show_spinner="Running the model with and without the causal mask…", max_entries=16)

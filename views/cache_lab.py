@@ -1,22 +1,21 @@
 """Cache lab: what quantized, windowed, sink, shared-prefix, paged and grouped-query caches cost and buy."""
 
-import json
-
 import streamlit as st
 
 from gptviz import display, lab
-from gptviz.lab import figures
+from gptviz.lab import figures, quanto
 from views._model import loaded
 from views._runs import require
 from views._style import chart, intro
 from views._wait import server, this_session
 
 
-def lab_report(lm, source: str, dtype: str, settings: lab.LabSettings) -> lab.LabReport:
+def lab_report(lm, name: str, dtype: str, settings: lab.LabSettings) -> lab.LabReport:
     """From the server's queue (one timed job at a time): computed once per model + settings, for every session."""
-    lab.check(settings, lm.model.config)  # a bad setting is refused at once, without queueing
+    lab.check(settings, lm.model.config, lm.tokenizer)  # a bad setting is refused at once, without queueing
     waiter, alive = this_session()
-    job = server().request(("lab", source, dtype, settings), lambda job: lab.run(lm.model, lm.tokenizer,
+    key = ("lab", name, dtype, settings, quanto.state())  # int4/int2 join once the server's build is done
+    job = server().request(key, lambda job: lab.run(lm.model, lm.tokenizer,
                                   settings), waiter=waiter, alive=alive, size=settings.max_new_tokens,
                                   size_kind=("lab", lm.name, dtype))
     with st.spinner("Running every cache variant on this model: one job at a time on this server, shared by "
@@ -46,13 +45,13 @@ s = result.settings
 settings = lab.LabSettings(prompt=s.prompt, max_new_tokens=s.max_new_tokens, window=int(window), sinks=int(sinks),
                            groups=int(groups), backends=tuple(backends))
 try:
-    report = lab_report(lm, s.source, s.dtype, settings)
+    report = lab_report(lm, lm.name, s.dtype, settings)  # by the model loaded, not the name asked for
     paged = report.paged(int(block))
-    st.session_state["lab_good"] = (s.source, s.dtype, settings, int(block))
+    st.session_state["lab_good"] = (lm.name, s.dtype, settings, int(block))
 except lab.LabError as exc:
     st.error(f"**Cannot run this:** {exc}")
     good = st.session_state.get("lab_good")
-    if good is None or good[:2] != (s.source, s.dtype):
+    if good is None or good[:2] != (lm.name, s.dtype):
         st.stop()
     report = lab_report(lm, *good[:3])  # the last good result, straight from the cache
     paged = report.paged(good[3])
@@ -100,12 +99,12 @@ name = k[0].selectbox("A known config", list(lab.KNOWN_CONFIGS), index=len(lab.K
 tokens = k[1].number_input("Tokens", 1, 10_000_000, 8192, key="lab_tokens")
 pasted = st.text_area("…or paste a config.json", key="lab_json", height=80)
 try:
-    size = lab.kv_size(json.loads(pasted) if pasted.strip() else lab.KNOWN_CONFIGS[name], int(tokens))
+    size = lab.kv_size(lab.parse_config(pasted) if pasted.strip() else lab.KNOWN_CONFIGS[name], int(tokens))
     m = st.columns(2)
     unit = display.byte_unit(size.total_if_query_heads)  # the larger: both figures in one unit
     m[0].metric(f"KV cache at {size.tokens:,} tokens", display.in_unit(size.total, unit))
     m[1].metric("Counted with query heads instead", display.in_unit(size.total_if_query_heads, unit),
                 help=f"{size.overstatement:.0f}× too much")
     st.dataframe(size.to_frame(), hide_index=True, width="stretch")
-except (lab.LabError, json.JSONDecodeError) as exc:
+except lab.LabError as exc:
     st.error(f"**Cannot size this config:** {exc}")

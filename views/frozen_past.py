@@ -17,7 +17,11 @@ intro(
 result = require()
 run = result.run
 lm = loaded(result)
-ids = tuple(run.cached.prompt_ids + run.cached.token_ids)
+context = lm.model.config.n_positions
+ids = tuple(run.cached.prompt_ids + run.cached.token_ids)[:context]  # a run that fills the context chose one more
+if len(run.cached.prompt_ids) + len(run.cached.token_ids) > context:
+    st.caption(f"The run's last token lies past the model's context of {context} positions (it was never fed "
+               f"back): the drift is measured on the first {context}.")
 if len(ids) < 3:
     st.info("Need at least 3 tokens (prompt + generated) to measure drift.")
     st.stop()
@@ -29,7 +33,7 @@ else:
     points = 1
     st.caption("One prefix length to test (a prefix of 2 tokens, then the third appended): generate more tokens "
                "to test more.")
-drift = hidden_drift(lm, result.settings.source, result.settings.dtype, ids, points)
+drift = hidden_drift(lm, lm.name, result.settings.dtype, ids, points)
 
 masked, unmasked = (compare.largest_drift(drift, causal) for causal in (True, False))
 cols = st.columns(2)

@@ -39,7 +39,7 @@ text = st.text_area("Text to read (the prompt, so the last row is the run's firs
                     key="lens_text", height=100)
 k = st.slider("Top tokens per layer", 1, 10, 5, key="lens_k")
 try:
-    lens = logit_lens(lm, result.settings.source, result.settings.dtype, text, k)
+    lens = logit_lens(lm, lm.name, result.settings.dtype, text, k)
 except ValueError as exc:
     st.error(str(exc))
     st.stop()

@@ -36,7 +36,7 @@ if recompute is not None:
                         "of forward passes")
 if recompute is not None:
     shape = cost.Shape.of(loaded(result).model)
-    flops = cost.FlopsRatio.of(shape, run.cached.steps)
+    flops = cost.FlopsRatio.of(shape, run.cached)
     cols[4].metric("FLOPs ratio, same run", display.speedup(flops.ratio),
                    help=f"recompute {flops.mode_flops:,} vs cached {flops.cached_flops:,} FLOPs (the cost model on "
                         "the Timing page): what the speed-up would be if time followed arithmetic alone. "

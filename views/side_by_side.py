@@ -27,9 +27,7 @@ cols[0].metric("Largest |Δlogit|", f"{recompute.max_abs_dlogit:.2e}")
 cols[1].metric(f"{run.cached.dtype} machine epsilon", f"{eps:.1e}")
 cols[2].metric("Steps where the top token agrees", f"{recompute.argmax_agreement:.0%}")
 
-chart("logit_delta", "step 0 is exact (×: both read the prompt the same way); "
-      "later differences stay at rounding level and do not grow: the cache is not drifting.",
-      plots.logit_delta, run)
+chart("logit_delta", plots.logit_delta_look_for(run), plots.logit_delta, run)
 st.dataframe(table, hide_index=True, width="stretch", column_config={
     "max |Δlogit|": st.column_config.NumberColumn(format="%.2e"),
     "KL": st.column_config.NumberColumn(format="%.1e"),

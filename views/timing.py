@@ -67,5 +67,5 @@ shape = cost.Shape.of(lm.model)
 chart("step_flops", "the cache's work per step is nearly flat; recompute's "
       "grows with every token (the gap is about the number of tokens in context).", plots.step_flops, run, shape)
 last = run.cached.steps[-1].context_len
-st.caption(f"At the last step the cached pass needs {cost.step_flops(shape, 'cached', last, 1):,} "
+st.caption(f"At the last step the cached pass needs {cost.step_flops(shape, 'cached', last, 1, run.cached.slots):,} "
            f"FLOPs and the recompute pass {cost.step_flops(shape, 'recompute', last):,}.")

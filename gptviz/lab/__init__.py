@@ -23,7 +23,7 @@ from transformers import DynamicCache
 from gptviz import cost
 from gptviz.lab import text
 from gptviz.lab.caches import GroupedKVLayer, SinkWindowLayer, build, measured_bytes
-from gptviz.lab.calculator import KNOWN_CONFIGS, KVSize, kv_size
+from gptviz.lab.calculator import KNOWN_CONFIGS, KVSize, kv_size, parse_config
 from gptviz.lab.paged import LAYOUT_LABELS, PAGED_LABELS, PagedResult, block_table
 from gptviz.lab.precision import PRECISION_LABELS, PrecisionResult, precision_study
 from gptviz.lab.prefix import PrefixResult, shared_prefix
@@ -45,7 +45,7 @@ __all__ = [
     "BACKENDS", "KNOWN_CONFIGS", "LAYOUT_LABELS", "PAGED_LABELS", "PRECISIONS", "PRECISION_LABELS", "VARIANT_LABELS",
     "GroupedKVLayer", "KVSize", "LabError", "LabReport", "LabSettings", "PagedResult", "PrecisionResult",
     "PrefixResult", "SinkWindowLayer", "Variant", "VariantResult", "build", "check", "kv_size", "labelled",
-    "measured_bytes", "quanto_missing", "run", "suggested_groups", "text",
+    "measured_bytes", "parse_config", "quanto_missing", "run", "suggested_groups", "text",
 ]
 
 
@@ -118,23 +118,15 @@ def run(model, tokenizer, settings: LabSettings = LabSettings()) -> LabReport:
     """Every variant on ``settings.prompt``; raises LabError with the fix for settings that cannot run."""
     started = time.perf_counter()
     config = model.config
-    settings = check(settings, config)
+    settings = check(settings, config, tokenizer)
     prompt_ids = tokenizer(settings.prompt)["input_ids"]
-    _check_lengths(settings, len(prompt_ids), config.n_positions)
     tokens, logits, sizes = greedy(model, prompt_ids, settings.max_new_tokens, DynamicCache(config=config))
     todo, missing = plan(settings, config.n_embd // config.n_head)
     results = [run_variant(model, tokenizer, v, prompt_ids, tokens, logits) for v in todo]
     precision = precision_study(model, prompt_ids, tokens, PRECISIONS)
-    prefix = shared_prefix(model, tokenizer, settings.prefix_prompts, settings.max_new_tokens)
+    prefix = shared_prefix(model, tokenizer, settings.prefix_prompts, settings.prefix_new_tokens)
     per_token = cost.kv_bytes(config.n_layer, config.n_head, config.n_embd // config.n_head, 1,
                               next(model.parameters()).element_size())
     return LabReport(settings, prompt_ids, tokens, tokenizer.decode(tokens), sizes, results, missing, precision,
                      prefix, config.n_positions, per_token, time.perf_counter() - started)
 
-
-def _check_lengths(settings: LabSettings, prompt_len: int, context: int) -> None:
-    if prompt_len == 0:
-        raise LabError("the prompt is empty: type some text to continue.")
-    if prompt_len + settings.max_new_tokens > context:
-        raise LabError(f"prompt ({prompt_len} tokens) + max new tokens ({settings.max_new_tokens}) exceed the "
-                       f"model's context of {context}: at most {max(context - prompt_len, 0)} new tokens fit.")

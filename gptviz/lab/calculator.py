@@ -7,10 +7,12 @@ by heads / kv_heads (4× for Llama-3-8B, 7× for Qwen2.5-7B). A sliding-window l
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pandas as pd
-from transformers import AutoConfig
+from huggingface_hub.errors import StrictDataclassError
+from transformers import CONFIG_MAPPING, AutoConfig
 
 from gptviz import cost, registry
 from gptviz.lab.settings import LabError
@@ -75,40 +77,118 @@ class KVSize:
                               "if counted with query heads": self.total_if_query_heads}])
 
 
-def _require(parsed, given: dict) -> None:
-    """The shape must come from the file, never from a config class's defaults."""
-    needed = ["num_hidden_layers", "num_attention_heads"]
-    if not given.get("head_dim"):
-        needed.append("hidden_size")
-    for name in needed:
-        aliases = {name, parsed.attribute_map.get(name, name)}  # GPT-2 says n_layer, n_head, n_embd
-        if not aliases & set(given):
-            raise LabError(f"the config has no {' / '.join(sorted(aliases))}: the KV size needs it.")
+MAX_CONFIG_CHARS = 1_000_000  # a real config.json is a few KB; a pasted file larger than this is not one
+MAX_DIMENSION = 2**20  # layers, heads, widths: no real model comes near; beyond it a typo, not a model
+SHAPE = ("num_hidden_layers", "num_attention_heads", "num_key_value_heads", "hidden_size", "head_dim",
+         "sliding_window")  # the fields the size is computed from (config classes' canonical names)
+OPTIONAL = ("num_key_value_heads", "head_dim", "sliding_window")  # may be absent or null
+LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+def parse_config(text: str) -> dict:
+    """A pasted config.json's text as a dict; LabError with the fix for anything else."""
+    if not isinstance(text, str) or not text.strip():
+        raise LabError("the pasted config.json is empty: paste the whole file's text ({...}).")
+    if len(text) > MAX_CONFIG_CHARS:
+        raise LabError(f"the pasted text is {len(text):,} characters; a config.json is a few thousand: paste only "
+                       "that file.")
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LabError(f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}): paste the whole "
+                       "config.json as it is.") from None
+    except ValueError:  # Python refuses to read a whole number of more than 4,300 digits
+        raise LabError("not a config.json: it holds a number thousands of digits long. Paste the model's "
+                       "config.json.") from None
+    except RecursionError:
+        raise LabError("not a config.json: its brackets nest thousands deep. Paste the model's config.json.") from None
+    if not isinstance(config, dict):
+        raise LabError(f"a config.json holds one JSON object ({{...}}), got {type(config).__name__}.")
+    return config
+
+
+def _config_class(config: dict):
+    model_type = config.get("model_type")
+    if model_type is None:
+        raise LabError('the config has no "model_type" (e.g. "llama", "mistral", "gpt2"): add it as the model\'s '
+                       "config.json has it.")
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        raise LabError(f"unknown model_type {model_type!r}: use the one transformers knows for that model (e.g. "
+                       "llama, mistral, qwen2, gpt2).")
+    return CONFIG_MAPPING[model_type]
+
+
+def _given(config: dict, cls) -> dict:
+    """The shape fields the file gives, by canonical name; each a whole number in range (or null where allowed)."""
+    given = {}
+    for name in SHAPE:
+        raw = next((n for n in (name, cls.attribute_map.get(name)) if n in config), None)
+        if raw is None:
+            continue
+        value = config[raw]
+        if value is None and name in OPTIONAL:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DIMENSION:
+            raise LabError(f"{raw} must be a whole number from 1 to {MAX_DIMENSION:,}, got {value!r}: fix it in "
+                           "the config.")
+        given[name] = value
+    for name in ("num_hidden_layers", "num_attention_heads", "hidden_size"):
+        if name not in given and not (name == "hidden_size" and "head_dim" in given):
+            names = " / ".join(sorted({name, cls.attribute_map.get(name, name)}))  # GPT-2 says n_layer, n_head, n_embd
+            raise LabError(f"the config has no {names}: the KV size needs it.")
+    return given
+
+
+def _check_shape(given: dict, config: dict, kv_heads: int) -> None:
+    heads = given["num_attention_heads"]
+    if kv_heads > heads or heads % kv_heads:
+        raise LabError(f"num_key_value_heads ({kv_heads}) must divide num_attention_heads ({heads}): each K/V head "
+                       "serves a whole group of query heads. Fix one of the two.")
+    if "head_dim" not in given and given["hidden_size"] % heads:
+        raise LabError(f"hidden_size ({given['hidden_size']}) is not a multiple of the {heads} attention heads: "
+                       "fix one of them, or give head_dim.")
+    types = config.get("layer_types")
+    if types is None:
+        return
+    if not isinstance(types, list) or len(types) != given["num_hidden_layers"] or set(types) - set(LAYER_TYPES):
+        raise LabError(f"layer_types must list one of {', '.join(LAYER_TYPES)} for each of the "
+                       f"{given['num_hidden_layers']} layers: fix it, or leave it out.")
+    if "sliding_attention" in types and "sliding_window" not in given:
+        raise LabError("layer_types has sliding_attention layers but the config gives no sliding_window: add it.")
+
+
+def _parsed(config: dict):
+    """transformers' own config class (its defaults and aliases), after the file's shape passed the checks."""
+    fields = dict(config)
+    try:
+        return AutoConfig.for_model(fields.pop("model_type"), **fields)
+    except (ValueError, TypeError, KeyError, AttributeError, StrictDataclassError) as exc:
+        reason = [line.strip() for line in str(exc).splitlines() if line.strip()][-1:] or [type(exc).__name__]
+        raise LabError(f"not a usable config.json: {reason[0][:200]}") from exc
 
 
 def kv_size(config: dict, tokens: int, dtype: str | None = None) -> KVSize:
     """The KV cache of a model described by ``config`` (a parsed config.json) holding ``tokens`` tokens."""
-    if not isinstance(tokens, int) or tokens < 1:
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
         raise LabError(f"tokens must be a whole number ≥ 1, got {tokens!r}.")
     if not isinstance(config, dict):
         raise LabError("a config.json holds one JSON object ({...}), got " + type(config).__name__ + ".")
-    fields = dict(config)
-    try:
-        parsed = AutoConfig.for_model(fields.pop("model_type", None), **fields)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise LabError(f"not a usable config.json: {exc}".split("\n")[0]) from exc
-    _require(parsed, config)
-    dtype = dtype or str(fields.get("torch_dtype") or fields.get("dtype") or "float32")
+    given = _given(config, _config_class(config))
+    dtype = dtype or str(config.get("torch_dtype") or config.get("dtype") or "float32")
     if dtype not in cost.DTYPE_BYTES:
         raise LabError(f"unknown number format {dtype!r}: choose from {', '.join(cost.DTYPE_BYTES)}.")
-    layers, heads = parsed.num_hidden_layers, parsed.num_attention_heads
-    kv_heads = getattr(parsed, "num_key_value_heads", None) or heads
-    head_dim = getattr(parsed, "head_dim", None) or parsed.hidden_size // heads
-    types = getattr(parsed, "layer_types", None)
-    window = getattr(parsed, "sliding_window", None)
+    heads = given["num_attention_heads"]
+    _check_shape(given, config, given.get("num_key_value_heads", heads))
+    parsed = _parsed(config)
+    kv_heads = given.get("num_key_value_heads") or getattr(parsed, "num_key_value_heads", None) or heads
+    _check_shape(given, config, kv_heads)  # again with a config class's default K/V heads (Mistral: 8)
+    layers = given["num_hidden_layers"]
+    head_dim = given.get("head_dim") or given["hidden_size"] // heads
+    types = config.get("layer_types")
+    window = given.get("sliding_window")
     if types is not None:
         full = sum(t == "full_attention" for t in types)
     else:  # no per-layer types: a set window applies to every layer (Mistral-7B-v0.1)
-        full = layers if window is None or getattr(parsed, "use_sliding_window", True) is False else 0
+        full = layers if window is None or config.get("use_sliding_window", True) is False else 0
     return KVSize(layers, full, window if full < layers else None, heads, kv_heads, head_dim,
                   cost.DTYPE_BYTES[dtype], tokens)

@@ -12,7 +12,7 @@ import dataclasses
 import json
 
 from gptviz import lab
-from gptviz.arguments import UsageError, load_model, model_json, plain, positive_int
+from gptviz.arguments import UsageError, load_model, model_json, plain, positive_int, threads
 from gptviz.lab import BACKENDS, LabSettings
 from gptviz.registry import BUNDLED
 from gptviz.settings import DTYPE, DTYPES, NEW_TOKENS
@@ -50,7 +50,8 @@ def add_parser(commands) -> None:
                    help=f"paged KV: tokens per block (default {LabSettings.block_size})")
     p.add_argument("--prefix-prompts", nargs=2, default=LabSettings.prefix_prompts, metavar=("A", "B"),
                    help="two prompts with a common beginning, for the shared-prefix demo")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=threads, default=None, help="torch CPU threads, at most the cores "
+                   "(default: torch's)")
     p.add_argument("--json", action="store_true", help="print one JSON report instead of a table")
 
 

@@ -39,8 +39,8 @@ def recomputed(model, prompt_ids: list[int], tokens: list[int]) -> torch.Tensor:
 class PrecisionRow:
     dtype: str
     cached_vs_recompute: list[float]  # per step: max |Δlogit| between the two decoders in this format
-    cached_vs_float64: list[float]  # per step: max |Δlogit| of the cached decoder against float64's
-    recompute_vs_float64: list[float]
+    cached_vs_float64: list[float] | None  # per step: max |Δlogit| of the cached decoder against float64's
+    recompute_vs_float64: list[float] | None  # (None for float64 itself, the reference: never compared with itself)
     first_flip: int | None  # first step whose argmax differs from float64's, if any
 
 
@@ -54,16 +54,18 @@ class PrecisionResult:
 
     def to_frame(self) -> pd.DataFrame:
         """Long format: one row per (format, step)."""
+        nan = float("nan")  # the reference row has no distance to itself
         return pd.concat([pd.DataFrame({"dtype": r.dtype, "step": range(len(r.cached_vs_recompute)),
                                         "cached_vs_recompute": r.cached_vs_recompute,
-                                        "cached_vs_float64": r.cached_vs_float64,
-                                        "recompute_vs_float64": r.recompute_vs_float64}) for r in self.rows],
+                                        "cached_vs_float64": r.cached_vs_float64 or nan,
+                                        "recompute_vs_float64": r.recompute_vs_float64 or nan}) for r in self.rows],
                          ignore_index=True)
 
     def summary_rows(self) -> list[dict]:
         """One row per number format, keyed by stable ids (the JSON's keys)."""
         return [{"dtype": r.dtype, "max_abs_cached_vs_recompute": max(r.cached_vs_recompute),
-                 "max_abs_vs_float64": max(r.cached_vs_float64 + r.recompute_vs_float64),
+                 "max_abs_vs_float64": (max(r.cached_vs_float64 + r.recompute_vs_float64)
+                                        if r.cached_vs_float64 is not None else None),  # None: the reference
                  "first_argmax_flip": r.first_flip} for r in self.rows]
 
     def summary(self) -> pd.DataFrame:
@@ -83,12 +85,14 @@ def precision_study(model, prompt_ids: list[int], tokens: list[int], dtypes: tup
         runs[name] = (forced(twin, prompt_ids, tokens, DynamicCache(config=twin.config))[0],
                       recomputed(twin, prompt_ids, tokens))
         del twin
-    reference = runs["float64"][0] if "float64" in runs else None
+    reference = runs["float64"][0] if "float64" in runs else None  # the cached float64 decode
     rows = []
     for name, (cached, recompute) in runs.items():
-        ref = reference if reference is not None else cached
-        vs_ref = deltas(ref, cached)
+        gap = deltas(cached, recompute).max_abs
+        if reference is None or name == "float64":  # no reference, or the reference itself: nothing to compare
+            rows.append(PrecisionRow(name, gap, None, None, None))
+            continue
+        vs_ref = deltas(reference, cached)
         flip = next((i for i, ok in enumerate(vs_ref.agrees) if not ok), None)
-        rows.append(PrecisionRow(name, deltas(cached, recompute).max_abs, vs_ref.max_abs,
-                                 deltas(ref, recompute).max_abs, flip))
+        rows.append(PrecisionRow(name, gap, vs_ref.max_abs, deltas(reference, recompute).max_abs, flip))
     return PrecisionResult(rows)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from gptviz.settings import NEW_TOKENS, DecodeError, check_prompt
+from gptviz.settings import NEW_TOKENS, DecodeError, check_fits, check_prompt
 
 BACKENDS = ("fp8", "quanto-int4", "quanto-int2")  # quantized-KV backends the lab knows
 PRECISIONS = ("float64", "float32", "bfloat16", "float16")
-QUANTO_PIN = "optimum-quanto==0.2.7"
 
 
 class LabError(ValueError):
@@ -34,6 +32,7 @@ class LabSettings:
     residual_length: int = 16  # quanto: newest tokens kept unquantized before a flush
     block_size: int = 16  # paged KV: tokens per block
     prefix_prompts: tuple[str, str] = ("ROMEO.\nBut soft, what light", "ROMEO.\nBut soft, who comes")  # share a prefix
+    prefix_new_tokens: int | None = None  # each prefix prompt's continuation (None: max_new_tokens, or what fits)
 
 
 @dataclass(frozen=True)
@@ -54,10 +53,11 @@ def suggested_groups(heads: int) -> int:
 
 
 def quanto_missing() -> str | None:
-    """None when optimum-quanto can be used, else why not (shown on the page)."""
-    if importlib.util.find_spec("optimum") is None or importlib.util.find_spec("optimum.quanto") is None:
-        return f"int4/int2 need the optional package `{QUANTO_PIN}` (`pip install {QUANTO_PIN}`), not installed here."
-    return None
+    """None when optimum-quanto's int4/int2 can run now, else why not (shown on the page): not installed, its
+    C++ extension still compiling on this server, or no compiler to build it (gptviz.lab.quanto)."""
+    from gptviz.lab import quanto
+
+    return quanto.missing()
 
 
 def variants(settings: LabSettings, head_dim: int) -> tuple[list[Variant], dict[str, str]]:
@@ -79,8 +79,12 @@ def variants(settings: LabSettings, head_dim: int) -> tuple[list[Variant], dict[
     return out, missing
 
 
-def check(settings: LabSettings, config) -> LabSettings:
-    """Raise LabError with the fix for any setting the model cannot run; else the settings, made concrete."""
+def check(settings: LabSettings, config, tokenizer=None) -> LabSettings:
+    """Raise LabError with the fix for any setting the model cannot run; else the settings, made concrete.
+
+    With the model's ``tokenizer`` the prompts are also measured against its context (the prompt for
+    ``max_new_tokens``, the two shared-prefix ones for ``prefix_new_tokens``; left at None, that is
+    ``max_new_tokens`` or as many as fit beside the longer prefix prompt, which the report says)."""
     s, context, heads = settings, config.n_positions, config.n_head
     _text(s.prompt)
     _whole(s.max_new_tokens, "max new tokens", 1)
@@ -106,6 +110,26 @@ def check(settings: LabSettings, config) -> LabSettings:
         raise LabError("the shared-prefix demo needs two non-empty prompts.")
     for prompt in s.prefix_prompts:
         _text(prompt)
+    if s.prefix_new_tokens is not None:
+        _whole(s.prefix_new_tokens, "the shared-prefix new tokens", 1)
+    if tokenizer is not None:
+        s = _fits(s, tokenizer, context)
+    return s
+
+
+def _fits(s: LabSettings, tokenizer, context: int) -> LabSettings:
+    """gptviz.settings' one context rule, for the prompt and each shared-prefix prompt."""
+    lengths = {what: len(tokenizer(text)["input_ids"]) for what, text in
+               (("prompt", s.prompt), ("first shared-prefix prompt", s.prefix_prompts[0]),
+                ("second shared-prefix prompt", s.prefix_prompts[1]))}
+    if s.prefix_new_tokens is None:  # as many as the run, or what fits beside the longer prefix prompt
+        longest = max(lengths["first shared-prefix prompt"], lengths["second shared-prefix prompt"])
+        s = replace(s, prefix_new_tokens=max(1, min(s.max_new_tokens, context - longest + 1)))
+    for what, length in lengths.items():
+        try:
+            check_fits(length, s.max_new_tokens if what == "prompt" else s.prefix_new_tokens, context, what)
+        except DecodeError as exc:
+            raise LabError(str(exc)) from None
     return s
 
 

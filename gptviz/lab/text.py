@@ -48,7 +48,11 @@ def prefix(report) -> str:
     verdict = ("faster" if faster else "not faster here: on a model this small, the fixed cost of each forward "
                "call and of copying the cache outweighs the tokens saved; the saving grows with the model and the "
                "length of the shared prefix (a long system prompt)")
+    s = report.settings
+    cut = (f", not the run's {s.max_new_tokens}: that is all the model's context of {report.context} leaves beside "
+           "the longer prompt" if s.prefix_new_tokens < s.max_new_tokens else "")
     return (f"Reusing the prefix skips {p.shared_tokens} of the {total} prompt tokens the two fresh prefills read "
             f"({p.prefix_bytes:,} B of KV held once instead of twice). Measured prefill: "
-            f"{p.reused_seconds * 1e3:.1f} ms reused vs {p.fresh_seconds * 1e3:.1f} ms fresh, {verdict}. The logits "
-            f"agree with fresh prefills to {max(p.max_abs):.1e}: the same sums in a different order, as above.")
+            f"{p.reused_seconds * 1e3:.1f} ms reused vs {p.fresh_seconds * 1e3:.1f} ms fresh, {verdict}. Each prompt "
+            f"then continues for {s.prefix_new_tokens} tokens{cut}; the logits agree with fresh prefills to "
+            f"{max(p.max_abs):.1e}: the same sums in a different order, as above.")

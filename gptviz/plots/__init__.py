@@ -26,7 +26,7 @@ from gptviz.plots._base import (
     token_labels,
 )
 from gptviz.plots.attention import attention_growth, attention_heads, attention_panes
-from gptviz.plots.equivalence import hidden_drift, lens_top_tokens, logit_delta
+from gptviz.plots.equivalence import hidden_drift, lens_top_tokens, logit_delta, logit_delta_look_for
 from gptviz.plots.memory import kv_allocation, kv_per_layer, kv_what_if
 from gptviz.plots.timing import cumulative_times, layer_times, prefill_decode, step_flops, step_times
 
@@ -54,6 +54,7 @@ __all__ = [
     "layer_times",
     "lens_top_tokens",
     "logit_delta",
+    "logit_delta_look_for",
     "machine_epsilon",
     "prefill_decode",
     "step_flops",

@@ -49,6 +49,24 @@ def logit_delta(run) -> go.Figure:
                    yaxis=_log_axis("max |Δlogit|", drawn))
 
 
+def logit_delta_look_for(run) -> str:
+    """What to look for under logit_delta, from this run's numbers: whether step 0 is exact, how big the later
+    differences are against the machine epsilon, and whether they grow along the run."""
+    _needs(run, Mode.RECOMPUTE)
+    deltas = np.max([a.max_abs_dlogit for a in run.comparison.agreement.values()], axis=0)  # (steps,) worst mode
+    eps = machine_epsilon(run.cached.dtype)
+    first = ("step 0 is exact (×: both read the prompt the same way)" if deltas[0] == 0
+             else f"step 0 already differs by {deltas[0]:.1e}")
+    later = deltas[1:]
+    if len(later) < 2:
+        return f"{first}."
+    early, late = later[: len(later) // 2].max(), later[len(later) // 2:].max()
+    trend = ("and do not grow: the cache is not drifting" if late <= 10 * max(early, eps)
+             else f"and grow along the run (from {early:.1e} in the first half to {late:.1e})")
+    worst = later.max()
+    return f"{first}; later differences stay within {worst:.1e} ({worst / eps:.0f}× machine epsilon) {trend}."
+
+
 # ---- Why the past is frozen -----------------------------------------------------------------------
 
 def hidden_drift(frame: pd.DataFrame) -> go.Figure:

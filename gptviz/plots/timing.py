@@ -85,7 +85,8 @@ def step_flops(run, shape: cost.Shape) -> go.Figure:
     inputs = [s.input_len for s in run.cached.steps]
     fig = go.Figure()
     for mode in run.traces:
-        flops = [cost.step_flops(shape, mode, int(t), q) for t, q in zip(c.context_len, inputs, strict=True)]
+        flops = [cost.step_flops(shape, mode, int(t), q, run.cached.slots)
+                 for t, q in zip(c.context_len, inputs, strict=True)]
         fig.add_trace(go.Scatter(x=c.step, y=flops, mode="lines+markers", name=Mode(mode).label,
                                  line={"color": Mode(mode).color}))
     every = [v for trace in fig.data for v in trace.y]
