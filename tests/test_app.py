@@ -14,7 +14,7 @@ from gptviz import display, ui_state
 from gptviz.settings import CACHES, DTYPES, SAMPLINGS
 from gptviz.ui_state import AppSettings
 from tests.conftest import TINY_SOURCE
-from views._model import load_model
+from views._model import _load_model, load_model
 from views._wait import refine_key, server
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
@@ -347,7 +347,7 @@ def test_pages_describe_the_model_that_made_the_run_not_what_its_source_loads_no
     assert shown(at).model_name == "bundled Shakespeare GPT-2"
     bundled = patched("bundled").info["parameters"]
     hub["down"] = False
-    load_model.clear()  # evicted; 'gpt2' now loads the tiny model
+    _load_model.clear()  # evicted; 'gpt2' now loads the tiny model
     at.switch_page("views/inside_gpt2.py").run()
     assert not at.exception
     assert metrics(at)["Parameters"] == f"{bundled / 1e6:.2f} M"  # was the tiny model's 0.04 M
