@@ -465,10 +465,22 @@ def report(title: str, seen: list[Seen], server: Server, targets: list[str]) -> 
 def scenario_a(args) -> dict:
     server = started(args.timeout)
     try:
-        seen = drive(server, args.client, students_for(args.students, [query(args.new)] * args.students))
+        link = query(args.new)
+        if args.stored:  # the teacher opened the link first and its timing is refined: the class finds it stored
+            drive(server, "ws", students_for(1, [link]), refined=True)
+            server.decodes_before += server.decodes() or 0
+        seen = drive(server, args.client, students_for(args.students, [link] * args.students))
+        charts = [s.first_chart for s in seen if s.first_chart is not None]
+        decode = server.decode_seconds()
+        if charts and decode:
+            print(f"\np95 first chart {pct(charts, 95):.2f} s; the decode itself {max(decode):.2f} s: "
+                  f"p95 − decode = {pct(charts, 95) - max(decode):.2f} s (target ≤ 3 s)")
+        elif charts:
+            print(f"\np95 first chart {pct(charts, 95):.2f} s, no decode (the result was stored; target ≤ 3 s)")
         return report(f"(a) {args.students} students open the same link at once ({args.client}, {args.new} new "
-                      "tokens)", seen, server,
-                      ["exactly 1 decode; p95 first result ≤ 15 s; peak RSS ≤ 1.0 GB"])
+                      f"tokens{', result already stored' if args.stored else ''})", seen, server,
+                      ["exactly 1 decode (0 when stored); p95 first chart ≤ decode + 3 s (≤ 3 s when stored); "
+                       "peak RSS ≤ 1.0 GB"])
     finally:
         server.stop()
 
@@ -538,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--new", type=int, default=24, help="new tokens per run (24)")
     p.add_argument("--client", choices=["auto", "ws", "browser"], default="auto",
                    help="auto: real Chromium for ≤ 8 students, the websocket client above that")
+    p.add_argument("--stored", action="store_true", help="(a) the link's result is already stored when the class comes")
     p.add_argument("--runs", type=int, default=5, help="(c) times Run is pressed (5)")
     p.add_argument("--hogs", type=int, default=2, help="(c) CPU-burning processes beside the server (2)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the server or a student")
