@@ -76,7 +76,7 @@ def app(where: Path, prompt: str, n: int) -> dict:
             raise RuntimeError(f"warm-up failed: {warm.errors}")
         server.decodes_before = server.decodes() or 0
         student = load_test.run_ws(server, [load_test.Seen("student", link)], "overview",
-                                   stay=10 * n)[0]  # stays: the server refines for an open page only
+                                   refined=True)[0]  # stays until refined: the server refines for open pages only
         decode = server.decode_seconds()
         refines = [float(m.group(1)) for line in server.lines
                    if (m := re.search(r"refine finished in ([\d.]+)s ok", line))]
