@@ -53,7 +53,7 @@ def decode_cached(model, prompt_ids: torch.Tensor, choose, steps: int, cache_kin
         with recording(model, record_attention) as rec:
             logits = model(ids, past_key_values=cache, use_cache=True).logits[0, -1]  # (vocab,)
         token = choose(tape.sequence, logits)
-        tape.add(step, rec, logits, token, kv=kv_sizes(cache))
+        tape.add(step, rec, logits, token, kv=None if timing_only else kv_sizes(cache))  # a scan of the cache
         del rec, logits  # the prefill's outputs span the whole prompt: do not hold them through the next pass
         ids = token.view(1, 1)  # (1, 1): only the new token goes in
     return tape
