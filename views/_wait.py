@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import streamlit as st
 from streamlit.runtime import Runtime
@@ -105,6 +106,25 @@ def this_session() -> tuple[str | None, Callable[[], bool]]:
     return session, lambda: runtime.is_active_session(session)
 
 
+def ask_server(key: Hashable, compute: Callable[[serve.Job], Any], *, size: float, size_kind: Hashable,
+               fresh: bool = False) -> tuple[serve.Job, dict]:
+    """Join or queue ``compute`` on the server's one queue as this browser session: the job, and the request's
+    arguments, to ask again with if the job is skipped while nobody seemed to wait for it."""
+    waiter, alive = this_session()
+    request = dict(waiter=waiter, alive=alive, size=size, size_kind=size_kind)
+    return server().request(key, compute, fresh=fresh, **request), request
+
+
+def shared_result(key: Hashable, compute: Callable[[serve.Job], Any], *, size: float, size_kind: Hashable) -> Any:
+    """The server's result for ``key`` (another session's, if it has one), waited for without a progress bar."""
+    job, request = ask_server(key, compute, size=size, size_kind=size_kind)
+    while True:
+        try:
+            return job.result()
+        except serve.CancelledError:  # skipped while nobody seemed to wait: ask again
+            job = server().request(key, compute, **request)
+
+
 def _decode_with_progress(settings: AppSettings, fresh: bool) -> Result:
     """Join or queue the server's decode of ``settings`` and wait for it, showing the place or the progress."""
     limits = policy().limits
@@ -113,9 +133,8 @@ def _decode_with_progress(settings: AppSettings, fresh: bool) -> Result:
     ids = gptviz.decoding.encode(lm.tokenizer, settings.prompt)  # and the rest before queueing
     decode.validate(limits, prompt_len=len(ids), shape=cost.Shape.of(lm.model),
                     value_bytes=next(lm.model.parameters()).element_size())
-    waiter, alive = this_session()
-    request = dict(waiter=waiter, alive=alive, size=settings.max_new_tokens, size_kind=(lm.name, settings.dtype))
-    job = server().request(settings.key, partial(_decode, lm, settings), fresh=fresh, **request)
+    job, request = ask_server(settings.key, partial(_decode, lm, settings), size=settings.max_new_tokens,
+                              size_kind=(lm.name, settings.dtype), fresh=fresh)
     if job.state == "done":
         return job.result()  # another session's run of these settings: nothing to wait for
     waiting, decodes = _waiting(), server()
