@@ -58,7 +58,7 @@ def _decode(lm: gptviz.LoadedModel, settings: AppSettings, job: serve.Job) -> Re
     """The first pass (cached + recompute, attention recorded), on a worker thread of ``server()``: everything
     the pages show but refined timing, which ``_refine`` adds behind it. No Streamlit calls here."""
     decode, limits = settings.decode_settings(), policy().limits
-    total, produced = settings.max_new_tokens * len(decode.modes[:2]), []
+    total, produced = decode.steps(first_pass=True), []
 
     def on_step(mode: str, step: int, token_id: int) -> None:
         if mode == gptviz.Mode.CACHED:
@@ -77,7 +77,7 @@ def _decode(lm: gptviz.LoadedModel, settings: AppSettings, job: serve.Job) -> Re
 def _refine(lm: gptviz.LoadedModel, result: Result, job: serve.Job) -> Result:
     """Timing passes until they agree (gptviz.refine), each stepping aside for other students' first results
     at every step (job.checkpoint) and reported as it lands. On a worker thread: no Streamlit calls."""
-    per_pass = result.settings.max_new_tokens * len(result.run.settings.modes)
+    per_pass = result.run.settings.steps(first_pass=False)
 
     def on_step(mode: str, step: int, token_id: int) -> None:
         done = (job.progress.done if job.progress else 0) + 1
