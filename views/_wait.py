@@ -25,7 +25,7 @@ import gptviz
 from gptviz import cost, serve
 from gptviz.ui_state import AppSettings
 from views._model import load_model, policy
-from views._runs import MAX_KEPT_RUNS, MAX_KEPT_RUNS_HOSTED, Result, current, kept
+from views._runs import MAX_KEPT_RUNS, MAX_KEPT_RUNS_HOSTED, Result, current, kept, show
 
 POLL_SECONDS = 1.0  # how often a waiting session redraws its place or progress (a class of them shares the GIL)
 
@@ -236,7 +236,7 @@ def run_if_needed(settings: AppSettings, clicked: bool) -> None:
         return
     pending = waiting.get("pending") == settings.key
     if settings.key in runs and not (clicked or pending):  # already computed for exactly these inputs
-        st.session_state["gptviz_shown"] = settings.key
+        show(settings.key)
         return
     if not (clicked or pending or current() is None):
         st.info("The sidebar settings changed: press **Run** to decode them. Showing the previous run below.")
@@ -252,7 +252,7 @@ def run_if_needed(settings: AppSettings, clicked: bool) -> None:
     runs[settings.key] = result
     while len(runs) > (MAX_KEPT_RUNS_HOSTED if policy().hosted else MAX_KEPT_RUNS):
         runs.pop(next(iter(runs)))  # oldest first
-    st.session_state["gptviz_shown"] = settings.key
+    show(settings.key)
 
 
 SHOW_PREVIOUS_JS = """<script>
