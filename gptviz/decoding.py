@@ -167,7 +167,7 @@ def start(model, tokenizer, prompt: str, settings: DecodeSettings = DecodeSettin
     settings = settings.validate(limits, prompt_len=len(ids), shape=cost.Shape.of(model),
                                  value_bytes=next(model.parameters()).element_size())
     prompt_ids = torch.tensor(ids, dtype=torch.long)
-    first = settings.modes[:2]  # cached (it chooses) and the recompute decoder it is compared with
+    first = settings.first_modes
     tapes, own = decode_all(model, prompt_ids, settings, on_step, modes=first)
     cached, attention_delta = tapes[Mode.CACHED], None
     if Mode.RECOMPUTE in tapes and cached.attention is not None:

@@ -104,6 +104,16 @@ class DecodeSettings:
             _check_memory(plain, prompt_len, shape, value_bytes, limits.memory_budget)
         return plain
 
+    @property
+    def first_modes(self) -> tuple[Mode, ...]:
+        """What the first pass (``decoding.start``) decodes: the cached mode, which chooses the tokens, and the
+        recompute decoder it is compared with; timing passes (``decoding.refine``) decode every mode."""
+        return self.modes[:2]
+
+    def steps(self, *, first_pass: bool) -> int:
+        """Steps one pass reports (``on_step`` calls): every new token in each mode it decodes."""
+        return self.max_new_tokens * len(self.first_modes if first_pass else self.modes)
+
     def normalized(self) -> DecodeSettings:
         """Equal for settings that must give the same run: sampling knobs cannot change a greedy one."""
         if self.sampling == "greedy":

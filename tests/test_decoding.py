@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gptviz import DecodeError, DecodeSettings, Limits, Mode, cost, run
+from gptviz import MODES, DecodeError, DecodeSettings, Limits, Mode, cost, decoding, run
 from gptviz.compare import Agreement, hidden_state_drift
 from gptviz.decoding import decode_cached, decode_recompute, kv_sizes, make_cache
 from gptviz.models import random_model
@@ -323,3 +323,16 @@ def test_decoders_run_standalone(model, tokenizer):
     ids = torch.tensor(tokenizer(PROMPT)["input_ids"])
     tape = decode_cached(model, ids, Sampler(DecodeSettings()), 4)
     assert [s.input_len for s in tape.steps] == [len(ids), 1, 1, 1] and len(tape.sequence) == len(ids) + 4
+
+
+@pytest.mark.parametrize("modes", [MODES, (Mode.CACHED, Mode.RECOMPUTE_LAST), (Mode.CACHED,)])
+def test_each_pass_reports_the_steps_its_settings_count(model, tokenizer, modes):
+    """A progress bar's total (DecodeSettings.steps) is what the first pass and a timing pass report."""
+    settings = DecodeSettings(max_new_tokens=4, modes=modes, timed_passes=2)
+    calls = []
+    first = decoding.start(model, tokenizer, PROMPT, settings, on_step=lambda *step: calls.append(step))
+    assert len(calls) == settings.steps(first_pass=True) == 4 * min(len(modes), 2)
+    calls.clear()
+    decoding.refine(model, tokenizer, first, on_step=lambda *step: calls.append(step))
+    assert len(calls) == settings.steps(first_pass=False) == 4 * len(modes)
+    assert {mode for mode, _, _ in calls} == set(modes)

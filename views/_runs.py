@@ -17,6 +17,7 @@ from views import _model
 
 MAX_KEPT_RUNS = 4  # per browser session; a run of the bundled model holds a few MiB of attention
 MAX_KEPT_RUNS_HOSTED = 1  # a shared server: GPT-2 runs hold up to ~100 MiB each, times every student
+RUNS, SHOWN = "gptviz_runs", "gptviz_shown"  # session-state keys: the kept results, the settings key on screen
 _RUN_IDS = itertools.count(1)  # per server process: results never leave it
 
 
@@ -40,17 +41,22 @@ class Result:
 
 def kept() -> dict:
     """This session's results by settings key, oldest first (run_if_needed in views/_wait.py evicts)."""
-    return st.session_state.setdefault("gptviz_runs", {})
+    return st.session_state.setdefault(RUNS, {})
+
+
+def show(key: tuple) -> None:
+    """Put the kept result of these settings on screen."""
+    st.session_state[SHOWN] = key
 
 
 def current() -> Result | None:
     """The result on screen: the last successful run (bad input never replaces it)."""
-    return kept().get(st.session_state.get("gptviz_shown"))
+    return kept().get(st.session_state.get(SHOWN))
 
 
 def replace_current(result: Result) -> None:
     """Put a refined ``result`` where the one on screen with the same identity was (nothing else changes)."""
-    key = st.session_state.get("gptviz_shown")
+    key = st.session_state.get(SHOWN)
     shown = kept().get(key)
     if shown is not None and shown.run_id == result.run_id:
         kept()[key] = result

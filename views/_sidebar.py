@@ -13,6 +13,7 @@ from gptviz.settings import CACHES, DTYPES, SAMPLINGS
 from gptviz.ui_state import AppSettings
 from views._links import URL
 from views._model import policy
+from views._style import PRESENT
 
 
 def _use_preset() -> None:
@@ -65,4 +66,4 @@ PRESENT_HELP = ("For a projector: larger text and token labels, the Attention pa
 
 
 def presenter_toggle(where) -> bool:
-    return where.toggle("Presenter mode", key="present", bind=URL, help=PRESENT_HELP)
+    return where.toggle("Presenter mode", key=PRESENT, bind=URL, help=PRESENT_HELP)

@@ -11,10 +11,12 @@ import streamlit as st
 from gptviz import display
 from views import _figures
 
+PRESENT = "present"  # the presenter toggle's key (views/_sidebar.py), its URL parameter too
+
 
 def style() -> display.Style:
     """How this session's pages and charts are sized: presenter mode (a sidebar toggle kept in the link) or not."""
-    return display.style(bool(st.session_state.get("present", False)))
+    return display.style(bool(st.session_state.get(PRESENT, False)))
 
 
 def intro(text: str) -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import streamlit as st
 from streamlit.runtime import Runtime
@@ -24,7 +25,7 @@ import gptviz
 from gptviz import cost, serve
 from gptviz.ui_state import AppSettings
 from views._model import load_model, policy
-from views._runs import MAX_KEPT_RUNS, MAX_KEPT_RUNS_HOSTED, Result, current, kept
+from views._runs import MAX_KEPT_RUNS, MAX_KEPT_RUNS_HOSTED, Result, current, kept, show
 
 POLL_SECONDS = 1.0  # how often a waiting session redraws its place or progress (a class of them shares the GIL)
 
@@ -57,7 +58,7 @@ def _decode(lm: gptviz.LoadedModel, settings: AppSettings, job: serve.Job) -> Re
     """The first pass (cached + recompute, attention recorded), on a worker thread of ``server()``: everything
     the pages show but refined timing, which ``_refine`` adds behind it. No Streamlit calls here."""
     decode, limits = settings.decode_settings(), policy().limits
-    total, produced = settings.max_new_tokens * len(decode.modes[:2]), []
+    total, produced = decode.steps(first_pass=True), []
 
     def on_step(mode: str, step: int, token_id: int) -> None:
         if mode == gptviz.Mode.CACHED:
@@ -76,7 +77,7 @@ def _decode(lm: gptviz.LoadedModel, settings: AppSettings, job: serve.Job) -> Re
 def _refine(lm: gptviz.LoadedModel, result: Result, job: serve.Job) -> Result:
     """Timing passes until they agree (gptviz.refine), each stepping aside for other students' first results
     at every step (job.checkpoint) and reported as it lands. On a worker thread: no Streamlit calls."""
-    per_pass = result.settings.max_new_tokens * len(result.run.settings.modes)
+    per_pass = result.run.settings.steps(first_pass=False)
 
     def on_step(mode: str, step: int, token_id: int) -> None:
         done = (job.progress.done if job.progress else 0) + 1
@@ -105,6 +106,25 @@ def this_session() -> tuple[str | None, Callable[[], bool]]:
     return session, lambda: runtime.is_active_session(session)
 
 
+def ask_server(key: Hashable, compute: Callable[[serve.Job], Any], *, size: float, size_kind: Hashable,
+               fresh: bool = False) -> tuple[serve.Job, dict]:
+    """Join or queue ``compute`` on the server's one queue as this browser session: the job, and the request's
+    arguments, to ask again with if the job is skipped while nobody seemed to wait for it."""
+    waiter, alive = this_session()
+    request = dict(waiter=waiter, alive=alive, size=size, size_kind=size_kind)
+    return server().request(key, compute, fresh=fresh, **request), request
+
+
+def shared_result(key: Hashable, compute: Callable[[serve.Job], Any], *, size: float, size_kind: Hashable) -> Any:
+    """The server's result for ``key`` (another session's, if it has one), waited for without a progress bar."""
+    job, request = ask_server(key, compute, size=size, size_kind=size_kind)
+    while True:
+        try:
+            return job.result()
+        except serve.CancelledError:  # skipped while nobody seemed to wait: ask again
+            job = server().request(key, compute, **request)
+
+
 def _decode_with_progress(settings: AppSettings, fresh: bool) -> Result:
     """Join or queue the server's decode of ``settings`` and wait for it, showing the place or the progress."""
     limits = policy().limits
@@ -113,9 +133,8 @@ def _decode_with_progress(settings: AppSettings, fresh: bool) -> Result:
     ids = gptviz.decoding.encode(lm.tokenizer, settings.prompt)  # and the rest before queueing
     decode.validate(limits, prompt_len=len(ids), shape=cost.Shape.of(lm.model),
                     value_bytes=next(lm.model.parameters()).element_size())
-    waiter, alive = this_session()
-    request = dict(waiter=waiter, alive=alive, size=settings.max_new_tokens, size_kind=(lm.name, settings.dtype))
-    job = server().request(settings.key, partial(_decode, lm, settings), fresh=fresh, **request)
+    job, request = ask_server(settings.key, partial(_decode, lm, settings), size=settings.max_new_tokens,
+                              size_kind=(lm.name, settings.dtype), fresh=fresh)
     if job.state == "done":
         return job.result()  # another session's run of these settings: nothing to wait for
     waiting, decodes = _waiting(), server()
@@ -217,7 +236,7 @@ def run_if_needed(settings: AppSettings, clicked: bool) -> None:
         return
     pending = waiting.get("pending") == settings.key
     if settings.key in runs and not (clicked or pending):  # already computed for exactly these inputs
-        st.session_state["gptviz_shown"] = settings.key
+        show(settings.key)
         return
     if not (clicked or pending or current() is None):
         st.info("The sidebar settings changed: press **Run** to decode them. Showing the previous run below.")
@@ -233,7 +252,7 @@ def run_if_needed(settings: AppSettings, clicked: bool) -> None:
     runs[settings.key] = result
     while len(runs) > (MAX_KEPT_RUNS_HOSTED if policy().hosted else MAX_KEPT_RUNS):
         runs.pop(next(iter(runs)))  # oldest first
-    st.session_state["gptviz_shown"] = settings.key
+    show(settings.key)
 
 
 SHOW_PREVIOUS_JS = """<script>

@@ -7,20 +7,17 @@ from gptviz.lab import figures, quanto
 from views._model import loaded
 from views._runs import require
 from views._style import chart, intro
-from views._wait import server, this_session
+from views._wait import shared_result
 
 
 def lab_report(lm, name: str, dtype: str, settings: lab.LabSettings) -> lab.LabReport:
     """From the server's queue (one timed job at a time): computed once per model + settings, for every session."""
     lab.check(settings, lm.model.config, lm.tokenizer)  # a bad setting is refused at once, without queueing
-    waiter, alive = this_session()
-    key = ("lab", name, dtype, settings, quanto.state())  # int4/int2 join once the server's build is done
-    job = server().request(key, lambda job: lab.run(lm.model, lm.tokenizer,
-                                  settings), waiter=waiter, alive=alive, size=settings.max_new_tokens,
-                                  size_kind=("lab", lm.name, dtype))
     with st.spinner("Running every cache variant on this model: one job at a time on this server, shared by "
                     "every session asking for these settings…", show_time=True):
-        return job.result()
+        key = ("lab", name, dtype, settings, quanto.state())  # int4/int2 join once the server's build is done
+        return shared_result(key, lambda job: lab.run(lm.model, lm.tokenizer, settings),
+                             size=settings.max_new_tokens, size_kind=("lab", lm.name, dtype))
 
 
 st.title("Cache lab: what a smaller KV cache costs")

@@ -15,7 +15,7 @@ from gptviz import lab
 from gptviz.arguments import UsageError, load_model, model_json, plain, positive_int, threads
 from gptviz.lab import BACKENDS, LabSettings
 from gptviz.registry import BUNDLED
-from gptviz.settings import DTYPE, DTYPES, NEW_TOKENS
+from gptviz.settings import DTYPE, DTYPES
 
 
 def _backend_list(text: str) -> tuple[str, ...]:
@@ -34,7 +34,7 @@ def add_parser(commands) -> None:
     p.add_argument("--model", default=BUNDLED, help="'bundled' (offline), a Hub id, or a local directory")
     p.add_argument("--prompt", required=True, help="the text every cache variant continues")
     p.add_argument("--max-new-tokens", type=positive_int, default=LabSettings.max_new_tokens,
-                   help=f"tokens the exact cache chooses, then every variant is fed (default {NEW_TOKENS})")
+                   help=f"tokens the exact cache chooses, every variant is fed (default {LabSettings.max_new_tokens})")
     p.add_argument("--dtype", choices=tuple(DTYPES), default=DTYPE, help=f"compute dtype (default {DTYPE})")
     p.add_argument("--window", type=int, default=LabSettings.window,
                    help=f"sliding window in tokens (default {LabSettings.window})")
