@@ -29,6 +29,7 @@ PAGES = [
     st.Page("views/frozen_past.py", title="Why the past is frozen", icon=":material/ac_unit:"),
     st.Page("views/inside_gpt2.py", title="Inside GPT-2", icon=":material/account_tree:"),
     st.Page("views/cache_lab.py", title="Cache lab", icon=":material/science:"),
+    st.Page("views/divergence.py", title="Divergence lab", icon=":material/call_split:"),
 ]
 page = st.navigation(PAGES)
 quanto.warm_in_background()  # int4/int2's C++ kernel compiles once per server, at start, never in a student's wait

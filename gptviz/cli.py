@@ -27,6 +27,7 @@ from gptviz.arguments import (
     positive_int,
     threads,
 )
+from gptviz.divergence import cli as divergence_cli
 from gptviz.lab import cli as lab_cli
 from gptviz.modes import MODES, Mode, parse_modes
 from gptviz.registry import BUNDLED
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch CPU threads (default: torch's choice); 1 is steadier on a busy machine")
     p.add_argument("--json", action="store_true", help="print one JSON report instead of a table")
     lab_cli.add_parser(commands)
+    divergence_cli.add_parser(commands)
     return parser
 
 
@@ -182,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if args.command == "lab":
                 return lab_cli.command(args)
+            if args.command == "divergence":
+                return divergence_cli.command(args)
             return compare_command(args)
         except (DecodeError, ModelLoadError) as exc:
             raise UsageError(str(exc)) from exc

@@ -31,6 +31,7 @@ PAGES = {
     "views/frozen_past.py": (["Largest drift with the causal mask", "Largest drift without the mask"], 1),
     "views/inside_gpt2.py": (["Blocks (layers)", "Parameters"], 1),
     "views/cache_lab.py": (["Shared prefix", "Max |Δlogit| vs fresh prefill", "Prefill, prefix reused"], 4),
+    "views/divergence.py": (["The same computation, rounded differently", "A different computation"], 1),
 }
 
 

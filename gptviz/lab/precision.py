@@ -16,7 +16,7 @@ from transformers import DynamicCache
 
 from gptviz import display
 from gptviz.lab.settings import labelled
-from gptviz.lab.variants import deltas, forced
+from gptviz.lab.variants import Deltas, deltas, forced, greedy
 from gptviz.models import DTYPES
 
 TORCH_DTYPES = {**DTYPES, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -38,10 +38,20 @@ def recomputed(model, prompt_ids: list[int], tokens: list[int]) -> torch.Tensor:
 @dataclass
 class PrecisionRow:
     dtype: str
-    cached_vs_recompute: list[float]  # per step: max |Δlogit| between the two decoders in this format
-    cached_vs_float64: list[float] | None  # per step: max |Δlogit| of the cached decoder against float64's
+    cached_vs_recompute: list[float]  # per step: max |Δlogit| between the two decoders in this format ([]: not run)
+    vs_float64: Deltas | None  # per step: the cached decoder against float64's (max |Δlogit|, KL, same argmax)
     recompute_vs_float64: list[float] | None  # (None for float64 itself, the reference: never compared with itself)
-    first_flip: int | None  # first step whose argmax differs from float64's, if any
+    free_tokens: list[int] | None = None  # with free=True: the cached decoder's own greedy choices in this format
+
+    @property
+    def cached_vs_float64(self) -> list[float] | None:
+        return None if self.vs_float64 is None else self.vs_float64.max_abs
+
+    @property
+    def first_flip(self) -> int | None:
+        """First step whose argmax differs from float64's, if any."""
+        agrees = [] if self.vs_float64 is None else self.vs_float64.agrees
+        return next((i for i, ok in enumerate(agrees) if not ok), None)
 
 
 @dataclass
@@ -73,26 +83,32 @@ class PrecisionResult:
         return labelled(self.summary_rows(), PRECISION_LABELS)
 
 
-def precision_study(model, prompt_ids: list[int], tokens: list[int], dtypes: tuple[str, ...]) -> PrecisionResult:
-    """Both decoders in every format on the same tokens; a private copy per format (the shared model stays)."""
+def precision_study(model, prompt_ids: list[int], tokens: list[int], dtypes: tuple[str, ...], *,
+                    recompute: bool = True, free: bool = False) -> PrecisionResult:
+    """Both decoders in every format on the same tokens; a private copy per format (the shared model stays).
+    ``recompute=False`` runs the cached decoder only (the recompute loop is most of the study's time);
+    ``free``: also let each format's cached decoder choose its own tokens (where its text parts from float64's)."""
     copy_bytes = sum(p.numel() for p in model.parameters()) * 8
     if copy_bytes > COPY_BUDGET:
         return PrecisionResult([], f"a float64 copy of this model needs {display.size(copy_bytes)}, over this "
                                    f"lab's {display.size(COPY_BUDGET)}; try it on a smaller model.")
-    runs = {}
+    runs, own = {}, {}
     for name in dtypes:
         twin = copy.deepcopy(model).to(TORCH_DTYPES[name])
         runs[name] = (forced(twin, prompt_ids, tokens, DynamicCache(config=twin.config))[0],
-                      recomputed(twin, prompt_ids, tokens))
+                      recomputed(twin, prompt_ids, tokens) if recompute else None)
+        if free:  # a greedy run makes the forced run's very calls while its argmax is the token fed
+            follows = runs[name][0].argmax(-1).tolist() == tokens
+            own[name] = tokens if follows else greedy(twin, prompt_ids, len(tokens),
+                                                      DynamicCache(config=twin.config))[0]
         del twin
     reference = runs["float64"][0] if "float64" in runs else None  # the cached float64 decode
     rows = []
-    for name, (cached, recompute) in runs.items():
-        gap = deltas(cached, recompute).max_abs
+    for name, (cached, again) in runs.items():
+        gap = [] if again is None else deltas(cached, again).max_abs
         if reference is None or name == "float64":  # no reference, or the reference itself: nothing to compare
-            rows.append(PrecisionRow(name, gap, None, None, None))
+            rows.append(PrecisionRow(name, gap, None, None, own.get(name)))
             continue
-        vs_ref = deltas(reference, cached)
-        flip = next((i for i, ok in enumerate(vs_ref.agrees) if not ok), None)
-        rows.append(PrecisionRow(name, gap, vs_ref.max_abs, deltas(reference, recompute).max_abs, flip))
+        rows.append(PrecisionRow(name, gap, deltas(reference, cached),
+                                 [] if again is None else deltas(reference, again).max_abs, own.get(name)))
     return PrecisionResult(rows)
