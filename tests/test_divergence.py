@@ -252,7 +252,7 @@ def test_the_page_shows_each_cases_verdict_and_number(page):
     assert not page.error, [e.value for e in page.error]
     table = page.dataframe[0].value
     assert len(table) == 12 and set(table["exact_up_to_rounding"]) == {True, False}
-    forgot = table[table["name"] == "left_pad_default_positions"].iloc[0]
+    forgot = table[table["case"] == "Batch, left-padded, default position ids"].iloc[0]
     assert not forgot["exact_up_to_rounding"] and forgot["max_abs_dlogit"] > forgot["tolerance"]
     said = next(m.value for m in page.markdown if "Batch, left-padded, default position ids" in m.value)
     assert f"{divergence.DIFFERENT} — max |Δlogit| {forgot['max_abs_dlogit']:.1e} >" in said
