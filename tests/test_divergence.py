@@ -177,6 +177,14 @@ def test_run_reports_every_case_in_the_json_shape(model, tok):
     assert report.nbytes() < 100_000
 
 
+def test_a_model_too_big_to_copy_runs_every_case_but_precision_and_says_why(model, tok, monkeypatch):
+    monkeypatch.setattr("gptviz.lab.precision.COPY_BUDGET", 0)
+    settings = divergence.DivergenceSettings(prompt=PROMPT, other_prompt=OTHER, max_new_tokens=2)
+    report = divergence.run(model, tok, settings)
+    assert not any(c.name.startswith("precision") for c in report.cases) and len(report.cases) == 9
+    assert "float64 copy of this model needs" in report.precision_skipped
+
+
 @pytest.mark.parametrize("change, message", [
     ({"prompt": "  "}, "the prompt is empty"),
     ({"other_prompt": ""}, "the other prompt is empty"),
