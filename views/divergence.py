@@ -62,11 +62,11 @@ for case in report.cases:
     sign = "≤" if case.exact_up_to_rounding else ">"
     icon = ":green[:material/check_circle:]" if case.exact_up_to_rounding else ":red[:material/cancel:]"
     st.markdown(f"{icon} **{case.title}:** {case.verdict} — max |Δlogit| {case.max_abs_dlogit:.1e} {sign} "
-                f"{case.tolerance:.1e} ({case.dtype} rounding). *{case.why.capitalize()}.*")
+                f"{case.tolerance:.1e} ({case.dtype} rounding). *{case.why[:1].upper()}{case.why[1:]}.*")
 small = st.column_config.NumberColumn(format="%.1e")
 st.dataframe(frame[["case", "exact_up_to_rounding", "max_abs_dlogit", "tolerance", "kl", "first_flip",
                     "first_text_divergence"]], hide_index=True, width="stretch",
-             height=36 * (len(frame) + 1),
+             height=35 * (len(frame) + 1) + 3,  # every row, no scrolling
              column_config={"exact_up_to_rounding": "rounding only",
                             "max_abs_dlogit": st.column_config.NumberColumn("max |Δlogit|", format="%.1e"),
                             "tolerance": small, "kl": st.column_config.NumberColumn("max KL", format="%.1e"),
