@@ -123,7 +123,7 @@ def test_a_twin_shares_the_weights_and_leaves_the_model_as_it_was(model):
 
 def test_precision_is_rounding_by_each_formats_tolerance_and_not_by_float32s(model, ref):
     study = precision_study(model, ref.prompt_ids, ref.tokens, PRECISIONS, recompute=False, free=True)
-    largest = float(ref.logits.abs().max())
+    largest = ref.largest_logit
     found = cases.precision(study, lambda name: divergence.tolerance(TORCH_DTYPES[name], largest), 1.0)
     assert [c.name for c in found] == ["precision_float32", "precision_bfloat16", "precision_float16"]
     assert all(c.exact_up_to_rounding for c in found)
@@ -141,7 +141,7 @@ def test_rounding_alone_can_part_the_text_at_a_near_tie(tok):
     model = models.random_model(layers=2, heads=2, d_model=32, vocab=128, context=64, seed=4)
     ref = divergence.reference(model, tok(PROMPT)["input_ids"], tok(OTHER)["input_ids"], STEPS)
     study = precision_study(model, ref.prompt_ids, ref.tokens, PRECISIONS, recompute=False, free=True)
-    largest = float(ref.logits.abs().max())
+    largest = ref.largest_logit
     bf16 = cases.precision(study, lambda name: divergence.tolerance(TORCH_DTYPES[name], largest), 1.0)[1]
     assert bf16.exact_up_to_rounding and bf16.first_flip == 0 and bf16.first_text_divergence == 0
     twin = copy.deepcopy(model).to(torch.bfloat16)

@@ -82,8 +82,7 @@ def run(model, tokenizer, settings: DivergenceSettings = DivergenceSettings()) -
              *cases.attention(model, ref)]
     study_started = time.perf_counter()
     study = precision_study(model, prompt_ids, ref.tokens, PRECISIONS, recompute=False, free=True)
-    largest = float(ref.logits.abs().max())
-    found += cases.precision(study, lambda name: tolerance(TORCH_DTYPES[name], largest),
+    found += cases.precision(study, lambda name: tolerance(TORCH_DTYPES[name], ref.largest_logit),
                              time.perf_counter() - study_started)
     found.append(cases.generate(model, ref, pad_id))
     texts = {c.name: tokenizer.decode(c.free_tokens) for c in found}
@@ -110,6 +109,6 @@ def reference(model, prompt_ids: list[int], other_ids: list[int], steps: int) ->
         if len(tokens) < steps:
             rows.append(stream.step(tokens[-1]))
     logits = torch.stack(rows)  # (steps, vocab)
-    dtype = next(model.parameters()).dtype
-    return Reference(prompt_ids, other_ids, tokens, logits, str(dtype).removeprefix("torch."),
-                     tolerance(dtype, float(logits.abs().max())))
+    dtype, largest = next(model.parameters()).dtype, float(logits.abs().max())
+    return Reference(prompt_ids, other_ids, tokens, logits, str(dtype).removeprefix("torch."), largest,
+                     tolerance(dtype, largest))
