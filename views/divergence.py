@@ -7,20 +7,18 @@ from gptviz.divergence import figures
 from views._model import loaded
 from views._runs import require
 from views._style import chart, intro
-from views._wait import server, this_session
+from views._wait import shared_result
 
 
-def divergence_report(lm, source: str, dtype: str,
+def divergence_report(lm, name: str, dtype: str,
                       settings: divergence.DivergenceSettings) -> divergence.DivergenceReport:
     """From the server's queue (one timed job at a time): computed once per model + settings, for every session."""
     divergence.validate(settings, lm.tokenizer, lm.model.config)  # a bad setting is refused at once, unqueued
-    waiter, alive = this_session()
-    job = server().request(("divergence", source, dtype, settings),
-                           lambda job: divergence.run(lm.model, lm.tokenizer, settings), waiter=waiter, alive=alive,
-                           size=settings.max_new_tokens, size_kind=("divergence", lm.name, dtype))
     with st.spinner("Running every case on this model: one job at a time on this server, shared by every session "
                     "asking for these settings…", show_time=True):
-        return job.result()
+        return shared_result(("divergence", name, dtype, settings),
+                             lambda job: divergence.run(lm.model, lm.tokenizer, settings),
+                             size=settings.max_new_tokens, size_kind=("divergence", lm.name, dtype))
 
 
 st.title("Divergence lab: where “the same logits” stops being true")
@@ -43,12 +41,12 @@ s = result.settings
 settings = divergence.DivergenceSettings(prompt=s.prompt, other_prompt=other, max_new_tokens=s.max_new_tokens,
                                          chunks=int(chunks))
 try:
-    report = divergence_report(lm, s.source, s.dtype, settings)
-    st.session_state["div_good"] = (s.source, s.dtype, settings)
+    report = divergence_report(lm, lm.name, s.dtype, settings)  # by the model loaded, not the name asked for
+    st.session_state["div_good"] = (lm.name, s.dtype, settings)
 except divergence.DivergenceError as exc:
     st.error(f"**Cannot run this:** {exc}")
     good = st.session_state.get("div_good")
-    if good is None or good[:2] != (s.source, s.dtype):
+    if good is None or good[:2] != (lm.name, s.dtype):
         st.stop()
     report = divergence_report(lm, *good)  # the last good result, straight from the server's store
 st.caption(f"Reference: the {len(report.prompt_ids)}-token prompt alone ({report.attn_implementation} attention), "
