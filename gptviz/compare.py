@@ -196,8 +196,8 @@ class Summary:
 
 
 def _pass_totals(trace) -> np.ndarray:
-    """(passes,) the trace's total forward-pass seconds in each timed pass."""
-    return np.array([s.pass_seconds or [s.seconds] for s in trace.steps]).sum(axis=0)
+    """(passes,) the trace's total forward-pass seconds in each counted timed pass (Trace.counted)."""
+    return np.array([trace.counted(s) for s in trace.steps]).sum(axis=0)
 
 
 def _pass_speedup_range(recompute, cached) -> tuple[float, float]:
@@ -207,7 +207,7 @@ def _pass_speedup_range(recompute, cached) -> tuple[float, float]:
 
 def _spread(trace) -> float:
     """Σ per-step median ÷ Σ per-step fastest over the timed passes: how much the machine's load moved them."""
-    times = np.array([s.pass_seconds or [s.seconds] for s in trace.steps])  # (steps, passes)
+    times = np.array([trace.counted(s) for s in trace.steps])  # (steps, passes)
     return float(np.median(times, axis=1).sum() / max(times.min(axis=1).sum(), 1e-12))
 
 

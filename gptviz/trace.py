@@ -55,6 +55,8 @@ class Trace:
     head_dim: int
     steps: list[Step] = field(default_factory=list)
     attention: torch.Tensor | None = None  # (layers, heads, T*(T+1)/2) float16, packed lower triangle
+    provisional_passes: int = 0  # leading entries of each step's pass_seconds timed beside fewer modes (the first
+    # pass: cached and recompute only): shown until a pass of every mode lands, then left out of the times shown
 
     # ---- derived -------------------------------------------------------------------------
     @property
@@ -102,14 +104,23 @@ class Trace:
         """(heads, t, t) maps of every head of one layer."""
         return np.stack([self.attention_map(layer, h, step) for h in range(self.heads)])
 
+    def counted(self, step: Step) -> list[float]:
+        """The passes whose times a step shows: every pass of every mode once one exists (like for like: each of
+        them ran beside the same modes), the provisional first pass until then."""
+        timed = step.pass_seconds or [step.seconds]
+        return timed[self.provisional_passes:] or timed
+
     def with_timings(self, again: list[Step]) -> Trace:
         """A copy whose steps fold in another timed pass of the same decode: each step keeps every pass's time
-        and its fastest. The attention map is shared, not copied; this trace is left as it was."""
+        and shows its fastest counted pass. The attention map is shared, not copied; this trace is left as it was."""
         steps = []
         for step, other in zip(self.steps, again, strict=True):
             passes = [*step.pass_seconds, other.seconds]
-            layers = [min(a, b) for a, b in zip(step.layer_seconds, other.layer_seconds, strict=True)]
-            steps.append(replace(step, seconds=min(passes), pass_seconds=passes, layer_seconds=layers))
+            first_counted = len(step.pass_seconds) <= self.provisional_passes  # its times replace the provisional
+            layers = other.layer_seconds if first_counted else [
+                min(a, b) for a, b in zip(step.layer_seconds, other.layer_seconds, strict=True)]
+            counted = passes[self.provisional_passes:]
+            steps.append(replace(step, seconds=min(counted), pass_seconds=passes, layer_seconds=list(layers)))
         return replace(self, steps=steps)
 
     def nbytes(self) -> int:

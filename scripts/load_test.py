@@ -162,8 +162,9 @@ class Seen:
         return (self.waiting_to or self.finished or self.waiting_from) - self.start
 
     def text(self, body: str, now: float) -> None:
-        if TIMING_LINE in body and "of up to" not in body:
-            self.timing_done = True
+        if TIMING_LINE in body:  # the sidebar's timing line, not the queue's message
+            self.timing_done = self.timing_done or "of up to" not in body
+            return
         if WAITING in body:
             if self.waiting_from is None:
                 self.waiting_from, self.place = now, body.split("\n")[0][:80]

@@ -103,13 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {args.model_dir} ({lm.info['parameters']:,} parameters); prompt "
           f"{len(lm.tokenizer(prompt)['input_ids'])} tokens", flush=True)
     for n in (int(t) for t in args.tokens.split(",")):
-        row = {"new_tokens": n, "plain": plain(lm, prompt, n), "library": library(lm, prompt, n)}
+        before = plain(lm, prompt, n)
+        row = {"new_tokens": n, "library": library(lm, prompt, n)}
+        after = plain(lm, prompt, n)  # B before and after, averaged: this machine's speed drifts over minutes
+        row["plain"] = {k: (before[k] + after[k]) / 2 for k in before}
+        row["plain"].update(B_before=before["B"], B_after=after["B"])
         if not args.no_app:
             row["app"] = app(args.model_dir, prompt, n)
         rows.append(row)
         b, lib = row["plain"]["B"], row["library"]
         print(f"\n{n} new tokens: B = {b:.2f} s (generate cached {row['plain']['cached']:.2f} s + uncached "
-              f"{row['plain']['uncached']:.2f} s)")
+              f"{row['plain']['uncached']:.2f} s; B before {before['B']:.2f} s, after {after['B']:.2f} s)")
         print(f"  library first result {lib['first']:.2f} s = {lib['first'] / b:.2f}×B; whole run {lib['whole']:.2f} s "
               f"= {lib['whole'] / b:.2f}×B (target ≤ {TARGET_WHOLE}); {lib['passes']} timed passes"
               f"{' (they agreed)' if lib['agreed'] else ''}; speed-up {lib['speedup']:.2f}×")

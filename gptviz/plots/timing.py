@@ -24,7 +24,8 @@ def step_times(run, floor_seconds: float | None = None) -> go.Figure:
     fig = go.Figure()
     for mode, seconds in c.seconds.items():
         color = mode.color
-        slowest = np.array([max(s.pass_seconds or [s.seconds]) for s in run.traces[mode].steps])  # (steps,)
+        trace = run.traces[mode]
+        slowest = np.array([max(trace.counted(s)) for s in trace.steps])  # (steps,)
         spread = {"type": "data", "symmetric": False, "array": (slowest - seconds)[c.decoding], "arrayminus": None,
                   "color": color, "thickness": 1, "width": 0}
         fig.add_trace(go.Scatter(x=c.context_len[c.decoding], y=seconds[c.decoding], mode="lines+markers",
