@@ -9,7 +9,7 @@ A run comes in two parts. ``start`` is one pass of the cached and the recompute 
 attention recorded: every number but the refined timings (tokens, logits, attention, KV cache).
 ``refine`` adds one timed pass of every mode (the logits-of-the-last-position variant appears
 in the first of them); passes stop once they agree (``AGREE``) or at ``settings.timed_passes``.
-A server shows the first part as soon as it is done and refines behind it (gptviz/serve.py).
+A server shows the first part as soon as it is done and refines behind it (gptviz/serve/).
 """
 
 from __future__ import annotations
