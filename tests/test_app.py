@@ -354,3 +354,4 @@ def test_pages_describe_the_model_that_made_the_run_not_what_its_source_loads_no
     at.switch_page("views/inside_gpt2.py").run()
     assert not at.exception
     assert metrics(at)["Parameters"] == f"{bundled / 1e6:.2f} M"  # was the tiny model's 0.04 M
+

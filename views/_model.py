@@ -52,13 +52,20 @@ def forget(source: str, dtype: str) -> None:
     _load_model.clear(source, dtype)
 
 
-def loaded(result: Result) -> gptviz.LoadedModel:
-    """The model that produced ``result`` (from the shared cache), never another one that its source loads now:
-    after a fallback to the bundled model, or the cache's eviction, ``source`` may load a different model."""
+def find_loaded(result: Result) -> gptviz.LoadedModel | None:
+    """The model that produced ``result`` (from the shared cache), or None if its source now loads another one."""
     lm = load_model(result.settings.source, result.settings.dtype)
     if lm.name != result.model_name:
         lm = load_model(models.source_of(result.model_name), result.settings.dtype)
-    if lm.name != result.model_name:
+    return lm if lm.name == result.model_name else None
+
+
+def loaded(result: Result) -> gptviz.LoadedModel:
+    """The model that produced ``result`` (from the shared cache), never another one that its source loads now:
+    after a fallback to the bundled model, or the cache's eviction, ``source`` may load a different model."""
+    lm = find_loaded(result)
+    if lm is None:
+        lm = load_model(result.settings.source, result.settings.dtype)
         st.warning(f"This run was made by **{result.model_name}**, which this server no longer loads for "
                    f"'{result.settings.source}' (it now gives {lm.name}): press **Run** to run it again.")
         st.stop()

@@ -14,7 +14,7 @@ from functools import partial
 import streamlit as st
 
 from gptviz import serve
-from views._model import loaded
+from views._model import find_loaded
 from views._runs import Result, current, replace_current
 from views._wait import POLL_SECONDS, _refine, refine_key, server, this_session
 
@@ -40,8 +40,12 @@ def follow_timing() -> None:
     if result.run_id in errors:
         st.caption(f":material/timer_off: Timing not refined: {errors[result.run_id]}")
         return
+    lm = find_loaded(result)
+    if lm is None:  # the model that made this run is gone (the page says so): nothing to refine it with
+        st.caption(f":material/timer_off: {result.run.timing.describe()}: not refined (its model is gone)")
+        return
     session, alive = this_session()
-    job = server().request(refine_key(result), partial(_refine, loaded(result), result),
+    job = server().request(refine_key(result), partial(_refine, lm, result),
                            waiter=None if session is None else (session, "timing"), alive=alive,
                            size=result.settings.max_new_tokens, size_kind=(result.model_name, "refine"),
                            priority=serve.REFINE)
