@@ -184,6 +184,13 @@ def refinement(order: list, name: str, steps: int, gate: threading.Event | None 
     return compute
 
 
+def wait_running(job: serve.Job) -> None:
+    deadline = time.monotonic() + WAIT
+    while job.state != "running" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert job.state == "running"
+
+
 def test_every_first_result_runs_before_any_refinement_queued_earlier():
     server = serve.Server(slots=1)
     _, release = blocker(server)
@@ -202,9 +209,7 @@ def test_a_running_refinement_steps_aside_at_its_next_step_for_a_first_result():
     order: list[str] = []
     gate = threading.Event()
     refine = server.request("refine-a", refinement(order, "r", 3, gate), priority=serve.REFINE)
-    deadline = time.monotonic() + WAIT
-    while refine.state != "running" and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_running(refine)
     first = server.request("b", recorder(order, "b"))
     assert server.place(first).ahead == 0  # the refinement will step aside: nothing runs before b
     gate.set()
@@ -218,9 +223,7 @@ def test_a_refinement_nobody_waits_for_is_dropped_at_its_next_step():
     order: list[str] = []
     gate = threading.Event()
     refine = server.request("refine-a", refinement(order, "r", 3, gate), priority=serve.REFINE, waiter="s1")
-    deadline = time.monotonic() + WAIT
-    while refine.state != "running" and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_running(refine)
     server.request("refine-b", refinement(order, "q", 1), priority=serve.REFINE, waiter="s1")  # s1 moved on
     gate.set()
     with pytest.raises(serve.Dropped):
@@ -234,9 +237,7 @@ def test_a_refinement_someone_still_waits_for_is_not_dropped():
     gate = threading.Event()
     refine = server.request("refine-a", refinement(order, "r", 3, gate), priority=serve.REFINE, waiter="s1")
     server.request("refine-a", refinement(order, "x", 1), priority=serve.REFINE, waiter="s2")  # joins it
-    deadline = time.monotonic() + WAIT
-    while refine.state != "running" and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_running(refine)
     server.request("refine-b", refinement(order, "q", 1), priority=serve.REFINE, waiter="s1")  # s1 moved on, s2 not
     gate.set()
     assert refine.result(WAIT) == "r" and order[:3] == ["r0", "r1", "r2"]

@@ -151,31 +151,16 @@ class Server:
             if job.state != "queued":
                 return Place(0, 0.0)
             now = time.monotonic()
-            ahead, seconds, known = 0, 0.0, True
-            for other in self._running + self._paused:
-                if other.priority > job.priority:
-                    continue
-                ahead += 1
-                estimate = self._estimate(other)
-                known = known and estimate is not None
-                seconds += max(0.0, (estimate or 0.0) - (now - other.started_at - other.paused_seconds))
-            for other in self._queue:
-                if other is job:
-                    break
-                if other.abandoned() or other.priority > job.priority:
-                    continue  # it will be skipped, or it runs after this one
-                ahead += 1
-                estimate = self._estimate(other)
-                known = known and estimate is not None
-                seconds += estimate or 0.0
-            if job.priority > FIRST:  # first results asked for later still go before it
-                for other in self._queue:
-                    if other.priority < job.priority and not other.abandoned() and other.queued_at > job.queued_at:
-                        ahead += 1
-                        estimate = self._estimate(other)
-                        known = known and estimate is not None
-                        seconds += estimate or 0.0
-            return Place(ahead, seconds / self.slots if known else None)
+            queue = list(self._queue)
+            mine = queue.index(job)
+            before = [(other, now - other.started_at - other.paused_seconds)  # (job, seconds it has run)
+                      for other in self._running + self._paused if other.priority <= job.priority]
+            before += [(other, 0.0) for i, other in enumerate(queue) if not other.abandoned() and (
+                other.priority < job.priority or (other.priority == job.priority and i < mine))]
+            estimates = [(self._estimate(other), ran) for other, ran in before]
+            known = all(estimate is not None for estimate, _ in estimates)
+            seconds = sum(max(0.0, (estimate or 0.0) - ran) for estimate, ran in estimates)
+            return Place(len(before), seconds / self.slots if known else None)
 
     def queued(self) -> int:
         """Jobs waiting for a slot (abandoned ones included until their turn skips them)."""
