@@ -16,10 +16,11 @@ import streamlit as st
 from gptviz import serve
 from views._model import find_loaded
 from views._runs import Result, current, replace_current
-from views._wait import POLL_SECONDS, _refine, refine_key, server, this_session
+from views._wait import POLL_SECONDS, ask_server, refine_key, refine_timing, server
 
 # True while the line is drawn by the app's own run (not by its timer): a newer result is then simply used by the
 # page drawn next. Rerunning the app there would wipe what this run shows (e.g. the error for a Run just pressed).
+TIMING_ERRORS = "gptviz_timing_errors"  # session state: why a run's timing could not be refined, by run id
 _APP_RUN: ContextVar[bool] = ContextVar("gptviz_timing_app_run", default=False)
 
 
@@ -36,7 +37,7 @@ def follow_timing() -> None:
     if result.run.timing.complete:
         st.caption(f":material/timer: {result.run.timing.describe()}")
         return
-    errors = st.session_state.setdefault("gptviz_timing_errors", {})
+    errors = st.session_state.setdefault(TIMING_ERRORS, {})
     if result.run_id in errors:
         st.caption(f":material/timer_off: Timing not refined: {errors[result.run_id]}")
         return
@@ -44,11 +45,8 @@ def follow_timing() -> None:
     if lm is None:  # the model that made this run is gone (the page says so): nothing to refine it with
         st.caption(f":material/timer_off: {result.run.timing.describe()}: not refined (its model is gone)")
         return
-    session, alive = this_session()
-    job = server().request(refine_key(result), partial(_refine, lm, result),
-                           waiter=None if session is None else (session, "timing"), alive=alive,
-                           size=result.settings.max_new_tokens, size_kind=(result.model_name, "refine"),
-                           priority=serve.REFINE)
+    job, _ = ask_server(refine_key(result), partial(refine_timing, lm, result), size=result.settings.max_new_tokens,
+                        size_kind=(result.model_name, "refine"), priority=serve.REFINE, role="timing")
     token = _APP_RUN.set(True)
     try:
         _timing_line(job, result.run_id)
@@ -67,7 +65,7 @@ def _timing_line(job: serve.Job, run_id: int) -> None:
     if latest is None and error is None and job.state in ("done", "skipped") and not app_run:
         st.rerun()  # dropped or skipped while this session seemed gone: the full run asks for it again
     if error is not None:
-        st.session_state.setdefault("gptviz_timing_errors", {})[run_id] = error
+        st.session_state.setdefault(TIMING_ERRORS, {})[run_id] = error
         if not app_run:
             st.rerun()
     if latest is not None and latest.run.timing.passes > shown.run.timing.passes:

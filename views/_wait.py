@@ -56,7 +56,7 @@ class Progress:
 
 def _decode(lm: gptviz.LoadedModel, settings: AppSettings, job: serve.Job) -> Result:
     """The first pass (cached + recompute, attention recorded), on a worker thread of ``server()``: everything
-    the pages show but refined timing, which ``_refine`` adds behind it. No Streamlit calls here."""
+    the pages show but refined timing, which ``refine_timing`` adds behind it. No Streamlit calls here."""
     decode, limits = settings.decode_settings(), policy().limits
     total, produced = decode.steps(first_pass=True), []
 
@@ -74,7 +74,7 @@ def _decode(lm: gptviz.LoadedModel, settings: AppSettings, job: serve.Job) -> Re
     return Result(settings, run, lm.name, lm.notice, time.perf_counter() - started)
 
 
-def _refine(lm: gptviz.LoadedModel, result: Result, job: serve.Job) -> Result:
+def refine_timing(lm: gptviz.LoadedModel, result: Result, job: serve.Job) -> Result:
     """Timing passes until they agree (gptviz.refine), each stepping aside for other students' first results
     at every step (job.checkpoint) and reported as it lands. On a worker thread: no Streamlit calls."""
     per_pass = result.run.settings.steps(first_pass=False)
@@ -107,11 +107,13 @@ def this_session() -> tuple[str | None, Callable[[], bool]]:
 
 
 def ask_server(key: Hashable, compute: Callable[[serve.Job], Any], *, size: float, size_kind: Hashable,
-               fresh: bool = False) -> tuple[serve.Job, dict]:
+               fresh: bool = False, priority: int = serve.FIRST, role: str | None = None) -> tuple[serve.Job, dict]:
     """Join or queue ``compute`` on the server's one queue as this browser session: the job, and the request's
-    arguments, to ask again with if the job is skipped while nobody seemed to wait for it."""
-    waiter, alive = this_session()
-    request = dict(waiter=waiter, alive=alive, size=size, size_kind=size_kind)
+    arguments, to ask again with if the job is skipped while nobody seemed to wait for it. ``role`` waits beside
+    the session's other wait (its timing refinement next to the decode it asked for), not instead of it."""
+    session, alive = this_session()
+    waiter = session if session is None or role is None else (session, role)
+    request = dict(waiter=waiter, alive=alive, size=size, size_kind=size_kind, priority=priority)
     return server().request(key, compute, fresh=fresh, **request), request
 
 
