@@ -14,8 +14,8 @@ import streamlit as st
 
 import gptviz
 from gptviz import anatomy, cost, models
-from gptviz.decoding import warm_up
 from gptviz.hosting import Policy
+from gptviz.serve import tasks
 from views import _download
 
 if TYPE_CHECKING:
@@ -37,14 +37,10 @@ def load_model(source: str, dtype: str) -> gptviz.LoadedModel:
 
 @st.cache_resource(show_spinner=False, max_entries=4)  # the spinner and the bytes: _download, on the script thread
 def _load_model(source: str, dtype: str) -> gptviz.LoadedModel:
-    policy().check_source(source)  # a shared server loads only its allow-listed models
-    try:
-        lm = gptviz.load(source, dtype, fallback_to_bundled=True, allow_local=policy().allow_local,
-                         on_progress=_download.recorder((source, dtype)))
+    try:  # the policy, the fallback and the warm-up: the same as a worker process's (gptviz/serve/tasks.py)
+        return tasks.load_model(source, dtype, on_progress=_download.recorder((source, dtype)))
     finally:
         _download.finished((source, dtype))
-    warm_up(lm.model, lm.tokenizer)  # else the first run's cached mode pays one-time costs
-    return lm
 
 
 def forget(source: str, dtype: str) -> None:

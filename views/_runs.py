@@ -6,37 +6,16 @@ produced them, so moving a slider on a page (a rerun of the script) never runs t
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass, field, replace
-
 import streamlit as st
 
-import gptviz
-from gptviz.ui_state import AppSettings
+from gptviz.serve.tasks import Result
 from views import _model
 
 MAX_KEPT_RUNS = 4  # per browser session; a run of the bundled model holds a few MiB of attention
 MAX_KEPT_RUNS_HOSTED = 1  # a shared server: GPT-2 runs hold up to ~100 MiB each, times every student
 RUNS, SHOWN = "gptviz_runs", "gptviz_shown"  # session-state keys: the kept results, the settings key on screen
-_RUN_IDS = itertools.count(1)  # per server process: results never leave it
 
-
-@dataclass
-class Result:
-    settings: AppSettings
-    run: gptviz.Run
-    model_name: str  # what was actually loaded (the bundled model after a fallback)
-    notice: str | None  # why a fallback happened
-    seconds: float  # wall time of the decodes so far: the first pass, then each timing pass as it lands
-    run_id: int = field(default_factory=lambda: next(_RUN_IDS))  # one decode's identity: its refinement's key
-
-    def refined(self, run: gptviz.Run, seconds: float) -> Result:
-        """The same result with a refined run (more timed passes): same identity, ``seconds`` more wall time."""
-        return replace(self, run=run, seconds=self.seconds + seconds)
-
-    def nbytes(self) -> int:
-        """Bytes it holds: the traces (attention dominates), and a few numbers per step in the comparison."""
-        return sum(t.nbytes() for t in self.run.traces.values()) + 256 * len(self.run.cached.steps)
+__all__ = ["Result", "current", "kept", "replace_current", "require", "show", "show_notice"]
 
 
 def kept() -> dict:

@@ -9,14 +9,13 @@ none of them blocks on it, and it is dropped when nobody shows that result any m
 from __future__ import annotations
 
 from contextvars import ContextVar
-from functools import partial
 
 import streamlit as st
 
 from gptviz import serve
 from views._model import find_loaded
 from views._runs import Result, current, replace_current
-from views._wait import POLL_SECONDS, ask_server, refine_key, refine_timing, server
+from views._wait import POLL_SECONDS, ask_server, refine_key, refine_task, server
 
 # True while the line is drawn by the app's own run (not by its timer): a newer result is then simply used by the
 # page drawn next. Rerunning the app there would wipe what this run shows (e.g. the error for a Run just pressed).
@@ -45,7 +44,7 @@ def follow_timing() -> None:
     if lm is None:  # the model that made this run is gone (the page says so): nothing to refine it with
         st.caption(f":material/timer_off: {result.run.timing.describe()}: not refined (its model is gone)")
         return
-    job, _ = ask_server(refine_key(result), partial(refine_timing, lm, result), size=result.settings.max_new_tokens,
+    job, _ = ask_server(refine_key(result), refine_task(lm, result), size=result.settings.max_new_tokens,
                         size_kind=(result.model_name, "refine"), priority=serve.REFINE, role="timing")
     token = _APP_RUN.set(True)
     try:
@@ -55,7 +54,7 @@ def follow_timing() -> None:
 
 
 @st.fragment(run_every=POLL_SECONDS)
-def _timing_line(job: serve.Job, run_id: int) -> None:
+def _timing_line(job: serve.JobHandle, run_id: str) -> None:
     """Reruns on its own every second: one line of progress; the whole app reruns when a timing pass lands."""
     shown = current()
     if shown is None or shown.run_id != run_id:
@@ -83,7 +82,7 @@ def _timing_line(job: serve.Job, run_id: int) -> None:
                    "itself when each lands.")
 
 
-def _latest(job: serve.Job) -> tuple[Result | None, str | None]:
+def _latest(job: serve.JobHandle) -> tuple[Result | None, str | None]:
     """The refinement's newest result (finished, or after its latest timing pass), or why there is none."""
     if job.state == "done":
         try:

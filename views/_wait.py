@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import streamlit as st
@@ -23,6 +20,7 @@ from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 
 import gptviz
 from gptviz import cost, serve
+from gptviz.serve import tasks
 from gptviz.ui_state import AppSettings
 from views._model import load_model, policy
 from views._runs import MAX_KEPT_RUNS, MAX_KEPT_RUNS_HOSTED, Result, current, kept, show
@@ -31,9 +29,10 @@ POLL_SECONDS = 1.0  # how often a waiting session redraws its place or progress 
 
 
 @st.cache_resource
-def server() -> serve.Server:
-    """This Streamlit server's one decode queue and shared results (every session and page use it)."""
-    decodes = serve.Server(nbytes=lambda result: result.nbytes())  # runs, labs
+def server() -> serve.Backend:
+    """This Streamlit server's one decode queue and shared results (every session and page use it): in this
+    process, or every replica's through Redis ($GPTVIZ_REDIS_URL; gptviz/serve/__init__.py)."""
+    decodes = serve.connect(nbytes=lambda result: result.nbytes())  # runs, labs
     threads = serve.set_torch_threads(decodes.slots)
     log = logging.getLogger(serve.__name__)
     if not log.handlers:  # an operator's log line per decode, on the server's stdout
@@ -43,58 +42,13 @@ def server() -> serve.Server:
     return decodes
 
 
-@dataclass
-class Progress:
-    """What a decode worker reports; every session waiting for the run (or its timing) draws it."""
-
-    done: int  # steps finished over all modes of this job
-    total: int
-    label: str  # e.g. "first pass · KV cache (new token only): step 3 of 24"
-    text: str  # the prompt and the tokens chosen so far
-    result: Result | None = None  # a refinement's latest result (after each timing pass), shown at once
-
-
-def _decode(lm: gptviz.LoadedModel, settings: AppSettings, job: serve.Job) -> Result:
-    """The first pass (cached + recompute, attention recorded), on a worker thread of ``server()``: everything
-    the pages show but refined timing, which ``refine_timing`` adds behind it. No Streamlit calls here."""
-    decode, limits = settings.decode_settings(), policy().limits
-    total, produced = decode.steps(first_pass=True), []
-
-    def on_step(mode: str, step: int, token_id: int) -> None:
-        if mode == gptviz.Mode.CACHED:
-            produced.append(lm.tokenizer.decode([token_id]))
-        done = (job.progress.done if job.progress else 0) + 1
-        job.report(Progress(done, total, f"first pass · {gptviz.Mode(mode).label}: step {step + 1} of "
-                                         f"{settings.max_new_tokens}", settings.prompt + "".join(produced)))
-        job.checkpoint()  # a first result never steps aside; it stops only when the server does
-
-    started = time.perf_counter()
-    run = gptviz.start(lm.model, lm.tokenizer, settings.prompt, decode, model_name=lm.name, on_step=on_step,
-                       limits=limits)
-    return Result(settings, run, lm.name, lm.notice, time.perf_counter() - started)
-
-
-def refine_timing(lm: gptviz.LoadedModel, result: Result, job: serve.Job) -> Result:
-    """Timing passes until they agree (gptviz.refine), each stepping aside for other students' first results
-    at every step (job.checkpoint) and reported as it lands. On a worker thread: no Streamlit calls."""
-    per_pass = result.run.settings.steps(first_pass=False)
-
-    def on_step(mode: str, step: int, token_id: int) -> None:
-        done = (job.progress.done if job.progress else 0) + 1
-        job.report(Progress(done, per_pass, f"{result.run.timing.describe()} · step {step + 1} of "
-                                            f"{result.settings.max_new_tokens}", "", result))
-        job.checkpoint()
-
-    while not result.run.timing.complete:
-        started = time.perf_counter()
-        run = gptviz.refine(lm.model, lm.tokenizer, result.run, on_step=on_step)
-        result = result.refined(run, time.perf_counter() - started)
-        job.report(Progress(0, per_pass, result.run.timing.describe(), "", result))
-    return result
-
-
 def refine_key(result: Result) -> tuple:
     return ("refine", result.run_id)
+
+
+def refine_task(lm: gptviz.LoadedModel, result: Result) -> tasks.Refine:
+    """The timing refinement of ``result`` (gptviz/serve/tasks.py): its first result is stored by its settings."""
+    return tasks.Refine(result, serve.key_id(result.settings.key), lm)
 
 
 def this_session() -> tuple[str | None, Callable[[], bool]]:
@@ -106,18 +60,19 @@ def this_session() -> tuple[str | None, Callable[[], bool]]:
     return session, lambda: runtime.is_active_session(session)
 
 
-def ask_server(key: Hashable, compute: Callable[[serve.Job], Any], *, size: float, size_kind: Hashable,
-               fresh: bool = False, priority: int = serve.FIRST, role: str | None = None) -> tuple[serve.Job, dict]:
-    """Join or queue ``compute`` on the server's one queue as this browser session: the job, and the request's
+def ask_server(key: Hashable, task: serve.Task | Callable[[serve.JobHandle], Any], *, size: float,
+               size_kind: Hashable, fresh: bool = False, priority: int = serve.FIRST,
+               role: str | None = None) -> tuple[serve.JobHandle, dict]:
+    """Join or queue ``task`` on the server's one queue as this browser session: the job, and the request's
     arguments, to ask again with if the job is skipped while nobody seemed to wait for it. ``role`` waits beside
     the session's other wait (its timing refinement next to the decode it asked for), not instead of it."""
     session, alive = this_session()
     waiter = session if session is None or role is None else (session, role)
     request = dict(waiter=waiter, alive=alive, size=size, size_kind=size_kind, priority=priority)
-    return server().request(key, compute, fresh=fresh, **request), request
+    return server().request(key, task, fresh=fresh, **request), request
 
 
-def shared_result(key: Hashable, compute: Callable[[serve.Job], Any], *, size: float, size_kind: Hashable) -> Any:
+def shared_result(key: Hashable, compute: Callable[[serve.JobHandle], Any], *, size: float, size_kind: Hashable) -> Any:
     """The server's result for ``key`` (another session's, if it has one), waited for without a progress bar."""
     job, request = ask_server(key, compute, size=size, size_kind=size_kind)
     while True:
@@ -135,7 +90,8 @@ def _decode_with_progress(settings: AppSettings, fresh: bool) -> Result:
     ids = gptviz.decoding.encode(lm.tokenizer, settings.prompt)  # and the rest before queueing
     decode.validate(limits, prompt_len=len(ids), shape=cost.Shape.of(lm.model),
                     value_bytes=next(lm.model.parameters()).element_size())
-    job, request = ask_server(settings.key, partial(_decode, lm, settings), size=settings.max_new_tokens,
+    task = tasks.FirstPass(settings, lm.name, limits, lm)
+    job, request = ask_server(settings.key, task, size=settings.max_new_tokens,
                               size_kind=(lm.name, settings.dtype), fresh=fresh)
     if job.state == "done":
         return job.result()  # another session's run of these settings: nothing to wait for
@@ -143,7 +99,7 @@ def _decode_with_progress(settings: AppSettings, fresh: bool) -> Result:
     waiting["pending"] = settings.key  # a page switch meanwhile rejoins this job
     note = _stopped_note()
     try:
-        result = _wait(job, lm, settings, request)
+        result = _wait(job, lm, settings, task, request)
     except StopException:  # Stop pressed: forget this run (a page switch is a RerunException: it rejoins)
         # Plain Python only: once Stop is pressed every Streamlit call, session-state writes included, raises.
         waiting.pop("pending", None)
@@ -181,7 +137,8 @@ def _stopped_note():
     return note
 
 
-def _wait(job: serve.Job, lm: gptviz.LoadedModel, settings: AppSettings, request: dict) -> Result:
+def _wait(job: serve.JobHandleHandle, lm: gptviz.LoadedModel, settings: AppSettings, task: tasks.FirstPass,
+          request: dict) -> Result:
     with st.container(key="decoding"), st.status(f"Decoding with {lm.name}…", expanded=True) as status:
         line, bar, text = st.empty(), st.empty(), st.empty()
         shown, first_place = None, None
@@ -192,7 +149,7 @@ def _wait(job: serve.Job, lm: gptviz.LoadedModel, settings: AppSettings, request
             except TimeoutError:
                 pass
             except serve.CancelledError:  # skipped while nobody seemed to wait: ask again
-                job = server().request(settings.key, partial(_decode, lm, settings), **request)
+                job = server().request(settings.key, task, **request)
                 continue
             except gptviz.DecodeError:
                 status.update(label="Could not decode this input", state="error")
@@ -206,7 +163,7 @@ def _wait(job: serve.Job, lm: gptviz.LoadedModel, settings: AppSettings, request
                     line.caption("One run is timed at a time, so that every timing you see had the computer "
                                  "to itself. Runs start in the order they were asked for.")
             else:
-                progress, others = job.progress, len(job.waiters) - 1
+                progress, others = job.progress, job.waiting() - 1
                 now = ("running", progress, others)
                 if now != shown:
                     status.update(label=f"Decoding with {lm.name}…")

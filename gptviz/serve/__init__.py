@@ -21,16 +21,24 @@ threads, and sessions only wait for it:
 Streamlit-free: the app passes the decode as a function, and for each waiting session an id and a
 liveness check. Every job started, finished, skipped or dropped is logged on the ``gptviz.serve``
 logger, one line each (``decode started`` / ``decode finished in X s`` for first results, ``refine
-…`` for refinements), which is how the load test counts decodes. The in-process implementation is
-gptviz/serve/memory.py.
+…`` for refinements), which is how the load test counts decodes.
+
+Two implementations of one interface (``Backend`` below), run against one test suite (tests/test_serve.py):
+gptviz/serve/memory.py, in this process (the default: nothing else to run), and gptviz/serve/redis.py, shared
+by every replica of the app through Redis and decoded by worker processes (``python -m gptviz worker``),
+chosen by ``GPTVIZ_REDIS_URL=redis://host:port/db`` (``connect``). What a job runs is a task
+(gptviz/serve/tasks.py): callable here, or rebuilt by a worker from its kind and JSON arguments.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
+from collections.abc import Callable, Hashable
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 
@@ -40,8 +48,21 @@ RATE_MEMORY = 0.5  # weight of the newest run in the seconds-per-size estimate (
 FIRST, REFINE = 0, 1  # job priorities: a student's first result, then timing refinements (lower runs first)
 
 
+REDIS_URL_ENV = "GPTVIZ_REDIS_URL"  # redis://host:port/db: share the queue and results through Redis
+
+
 class Dropped(CancelledError):
     """A refinement stopped at a checkpoint because nobody waits for it any more."""
+
+
+class Unavailable(RuntimeError):
+    """The shared queue cannot be reached (Redis down or unreachable); the message says what to do."""
+
+
+def key_id(key: Hashable) -> str:
+    """A request key as a short stable string, the same in every process (keys are tuples of plain values and
+    frozen dataclasses, whose repr is deterministic)."""
+    return hashlib.sha256(repr(key).encode()).hexdigest()[:32]
 
 
 def cores() -> int:
@@ -91,7 +112,73 @@ class Place:
         return f"{self.ahead} run{'s' if self.ahead != 1 else ''} ahead of you"
 
 
+class Task(Protocol):
+    """What a job runs: ``task(job)`` in a process that holds what it needs. ``kind`` names it for a worker
+    process (gptviz/serve/tasks.py KINDS; None: it runs only where it was asked for), ``wire()`` gives the
+    JSON-able arguments a worker rebuilds it from. A plain function is a task of no kind."""
+
+    kind: str | None
+
+    def __call__(self, job: JobHandle) -> Any: ...
+
+    def wire(self) -> dict: ...
+
+
+class JobHandle(Protocol):
+    """One job as the sessions that wait for it, and the task that runs it, see it."""
+
+    key: Hashable
+    progress: Any  # the latest report() of its task, or None
+
+    @property
+    def state(self) -> str: ...  # "queued" | "running" | "paused" | "done" | "skipped"
+
+    @property
+    def queue_seconds(self) -> float: ...  # how long it waited for a slot (so far)
+
+    def waiting(self) -> int: ...  # sessions waiting for it (every replica's)
+
+    def result(self, timeout: float | None = None) -> Any: ...  # TimeoutError while queued or running
+
+    def report(self, progress: Any) -> None: ...  # from the task: what waiters see as progress
+
+    def checkpoint(self) -> None: ...  # from the task between steps: step aside, or raise Dropped
+
+
+class Backend(Protocol):
+    """The queue, single flight and the result store, as the app uses them (see the module's docstring)."""
+
+    slots: int  # decodes timed at once (per worker process, for Redis)
+
+    def request(self, key: Hashable, task: Task | Callable[[JobHandle], Any], *, fresh: bool = False,
+                waiter: Hashable | None = None, alive: Callable[[], bool] = ..., size: float = 1.0,
+                size_kind: Hashable = None, priority: int = FIRST) -> JobHandle: ...
+
+    def finished(self, key: Hashable) -> JobHandle | None: ...
+
+    def leave(self, job: JobHandle, waiter: Hashable) -> None: ...
+
+    def place(self, job: JobHandle) -> Place: ...
+
+    def close(self, timeout: float = 30.0) -> None: ...
+
+
 from gptviz.serve.memory import Job, Server  # noqa: E402  (the in-process implementation, the default)
 
-__all__ = ["DEFAULT_MAX_BYTES", "FIRST", "REFINE", "CancelledError", "Dropped", "Job", "Place", "Server", "cores",
-           "default_slots", "set_torch_threads"]
+
+def connect(url: str | None = None, **kwargs) -> Backend:
+    """The backend this process uses: Redis at ``url`` (default: $GPTVIZ_REDIS_URL), else in-process.
+
+    An unreachable Redis raises Unavailable: falling back to this process alone would split a class across
+    replicas, each decoding and timing on its own, which is what Redis is there to prevent."""
+    url = os.environ.get(REDIS_URL_ENV, "") if url is None else url
+    if not url.strip():
+        return Server(**kwargs)
+    from gptviz.serve import redis  # needs redis-py; only when asked for
+
+    return redis.Server(url.strip(), **kwargs)
+
+
+__all__ = ["DEFAULT_MAX_BYTES", "FIRST", "REDIS_URL_ENV", "REFINE", "Backend", "CancelledError", "Dropped", "Job",
+           "JobHandle", "Place", "Server", "Task", "Unavailable", "connect", "cores", "default_slots", "key_id",
+           "set_torch_threads"]

@@ -58,6 +58,10 @@ class Job:
             return "queued"
         return "paused" if self.paused else "running"
 
+    def waiting(self) -> int:
+        """Sessions waiting for it (a closed tab still counts until the queue next looks)."""
+        return len(self.waiters)
+
     def abandoned(self) -> bool:
         """True when no waiter is left to see the result."""
         return not any(alive() for alive in list(self.waiters.values()))

@@ -1,0 +1,220 @@
+"""What the server's jobs do: a student's first result and its timing refinement, as tasks any process can run.
+
+A task is called with its job (``task(job)``) in the process that asked for it (the in-process server), or
+rebuilt from ``task.kind`` and ``task.wire()`` (plain JSON) by a worker process (the Redis server,
+gptviz/serve/redis.py), which looks its kind up in ``KINDS``. A kind also says how its results and progress
+cross processes: the safe format of gptviz/serve/codec.py, never pickle. A task whose ``kind`` is None (a
+plain function, e.g. a lab) runs only in the process that asked for it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import gptviz
+from gptviz import hub
+from gptviz.decoding import warm_up
+from gptviz.hosting import Policy
+from gptviz.ui_state import AppSettings
+
+FIRST_KIND, REFINE_KIND = "first", "refine"  # the kinds a worker process runs (KINDS below)
+MODELS_KEPT = 4  # loaded models one worker process keeps, by (source, dtype), like the app's model cache
+
+
+@dataclass
+class Result:
+    """What one decode of a student's settings produced, and what the pages need to describe it."""
+
+    settings: AppSettings
+    run: gptviz.Run
+    model_name: str  # what was actually loaded (the bundled model after a fallback)
+    notice: str | None  # why a fallback happened
+    seconds: float  # wall time of the decodes so far: the first pass, then each timing pass as it lands
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # one decode's identity, in every process
+
+    def refined(self, run: gptviz.Run, seconds: float) -> Result:
+        """The same result with a refined run (more timed passes): same identity, ``seconds`` more wall time."""
+        return replace(self, run=run, seconds=self.seconds + seconds)
+
+    def nbytes(self) -> int:
+        """Bytes it holds: the traces (attention dominates), and a few numbers per step in the comparison."""
+        return sum(t.nbytes() for t in self.run.traces.values()) + 256 * len(self.run.cached.steps)
+
+    def meta(self) -> dict:
+        """Everything but the run, as JSON-able data (codec.dumps carries it beside the run)."""
+        return {"settings": asdict(self.settings), "model_name": self.model_name, "notice": self.notice,
+                "seconds": self.seconds, "run_id": self.run_id}
+
+    @classmethod
+    def from_meta(cls, meta: dict, run: gptviz.Run) -> Result:
+        return cls(AppSettings(**meta["settings"]), run, meta["model_name"], meta["notice"], float(meta["seconds"]),
+                   str(meta["run_id"]))
+
+
+@dataclass
+class Progress:
+    """What a decode job reports; every session waiting for the run (or its timing) draws it."""
+
+    done: int  # steps finished over all modes of this job
+    total: int
+    label: str  # e.g. "first pass · KV cache (new token only): step 3 of 24"
+    text: str  # the prompt and the tokens chosen so far
+    result: Result | None = None  # a refinement's latest result (after each timing pass), shown at once
+
+
+# ---- loading models where no Streamlit cache exists (a worker process) --------------------------------------
+def load_model(source: str, dtype: str, on_progress: hub.Progress | None = None) -> gptviz.LoadedModel:
+    """Load ``source`` the way the app does: this server's policy checked, the bundled model when the Hub is
+    out of reach (with a notice), warmed up so the first run's cached mode pays no one-time costs."""
+    policy = Policy.from_env()
+    policy.check_source(source)  # a shared server loads only its allow-listed models
+    lm = gptviz.load(source, dtype, fallback_to_bundled=True, allow_local=policy.allow_local, on_progress=on_progress)
+    warm_up(lm.model, lm.tokenizer)
+    return lm
+
+
+_models: OrderedDict[tuple[str, str], gptviz.LoadedModel] = OrderedDict()
+_models_lock = threading.Lock()
+
+
+def cached_model(source: str, dtype: str) -> gptviz.LoadedModel:
+    """``load_model`` once per (source, dtype) in this process (a worker's model cache)."""
+    with _models_lock:
+        if (source, dtype) not in _models:
+            _models[(source, dtype)] = load_model(source, dtype)
+            while len(_models) > MODELS_KEPT:
+                _models.popitem(last=False)
+        _models.move_to_end((source, dtype))
+        return _models[(source, dtype)]
+
+
+# ---- the two tasks ----------------------------------------------------------------------------------------
+@dataclass
+class FirstPass:
+    """A student's first result: cached + recompute, attention recorded; everything the pages show but refined
+    timing, which ``Refine`` adds behind it."""
+
+    settings: AppSettings
+    model_name: str  # the model the asking process loaded for settings.source: a worker must decode with it
+    limits: gptviz.Limits  # what one run may use on this server (hosting.Policy)
+    lm: gptviz.LoadedModel | None = field(default=None, repr=False)  # the asking process's model (not sent)
+    kind: str = FIRST_KIND
+
+    def wire(self) -> dict:
+        return {"settings": asdict(self.settings), "model_name": self.model_name,
+                "limits": asdict(self.limits)}
+
+    def __call__(self, job) -> Result:
+        lm = self.lm or _model_named(self.settings.source, self.settings.dtype, self.model_name)
+        settings, decode = self.settings, self.settings.decode_settings()
+        total, produced = decode.steps(first_pass=True), []
+
+        def on_step(mode: str, step: int, token_id: int) -> None:
+            if mode == gptviz.Mode.CACHED:
+                produced.append(lm.tokenizer.decode([token_id]))
+            done = (job.progress.done if job.progress else 0) + 1
+            job.report(Progress(done, total, f"first pass · {gptviz.Mode(mode).label}: step {step + 1} of "
+                                             f"{settings.max_new_tokens}", settings.prompt + "".join(produced)))
+            job.checkpoint()  # a first result never steps aside; it stops only when the server does
+
+        started = time.perf_counter()
+        run = gptviz.start(lm.model, lm.tokenizer, settings.prompt, decode, model_name=lm.name, on_step=on_step,
+                           limits=self.limits)
+        return Result(settings, run, lm.name, lm.notice, time.perf_counter() - started)
+
+
+@dataclass
+class Refine:
+    """Timing passes of a first result until they agree (gptviz.refine), each reported as it lands and stepping
+    aside at every step for other students' first results (job.checkpoint)."""
+
+    result: Result  # the first result (or a partly refined one) whose timing this refines
+    first_key: str  # serve.key_id of the request that produced it: where a worker finds it in the store
+    lm: gptviz.LoadedModel | None = field(default=None, repr=False)
+    kind: str = REFINE_KIND
+
+    def wire(self) -> dict:
+        return {"first_key": self.first_key, "run_id": self.result.run_id}
+
+    def __call__(self, job) -> Result:
+        result = self.result
+        lm = self.lm or _model_named(result.settings.source, result.settings.dtype, result.model_name)
+        per_pass = result.run.settings.steps(first_pass=False)
+
+        def on_step(mode: str, step: int, token_id: int) -> None:
+            done = (job.progress.done if job.progress else 0) + 1
+            job.report(Progress(done, per_pass, f"{result.run.timing.describe()} · step {step + 1} of "
+                                                f"{result.settings.max_new_tokens}", "", result))
+            job.checkpoint()
+
+        while not result.run.timing.complete:
+            started = time.perf_counter()
+            run = gptviz.refine(lm.model, lm.tokenizer, result.run, on_step=on_step)
+            result = result.refined(run, time.perf_counter() - started)
+            job.report(Progress(0, per_pass, result.run.timing.describe(), "", result))
+        return result
+
+
+def _model_named(source: str, dtype: str, name: str) -> gptviz.LoadedModel:
+    """This process's model for ``source``, refused when it is not the model the asking process decoded with
+    (e.g. the app fell back to the bundled model while this worker reaches the Hub)."""
+    lm = cached_model(source, dtype)
+    if lm.name != name:
+        raise gptviz.DecodeError(f"this worker loads {lm.name} for '{source}', but the app that asked loaded "
+                                 f"{name}: give the app and the workers the same models (and the same Hub access).")
+    return lm
+
+
+# ---- how a worker rebuilds tasks, and how their results cross processes -----------------------------------
+@dataclass(frozen=True)
+class Kind:
+    """One kind of task as a worker process sees it."""
+
+    task: Callable[[dict, Callable[[str], Any]], Any]  # (wire args, look up a stored result by key id) -> task
+    encode: Callable[[Any], bytes]  # a result or a Progress -> bytes in the safe format
+    decode: Callable[[bytes], Any]  # and back
+
+
+def _encode(value: Result | Progress) -> bytes:
+    from gptviz.serve import codec  # numpy-heavy; only processes that cross results import it
+
+    if isinstance(value, Progress):
+        meta = {"progress": {"done": value.done, "total": value.total, "label": value.label, "text": value.text}}
+        if value.result is not None:
+            meta["result"] = value.result.meta()
+        return codec.dumps(meta, None if value.result is None else value.result.run)
+    return codec.dumps({"result": value.meta()}, value.run)
+
+
+def _decode(data: bytes) -> Result | Progress:
+    from gptviz.serve import codec
+
+    meta, run = codec.loads(data)
+    result = None if "result" not in meta or run is None else Result.from_meta(meta["result"], run)
+    if "progress" in meta:
+        p = meta["progress"]
+        return Progress(int(p["done"]), int(p["total"]), str(p["label"]), str(p["text"]), result)
+    if result is None:
+        raise ValueError("a stored result without its run")
+    return result
+
+
+def _first(args: dict, stored: Callable[[str], Any]) -> FirstPass:
+    return FirstPass(AppSettings(**args["settings"]), str(args["model_name"]), gptviz.Limits(**args["limits"]))
+
+
+def _refine(args: dict, stored: Callable[[str], Any]) -> Refine:
+    result = stored(str(args["first_key"]))
+    if not isinstance(result, Result) or result.run_id != args["run_id"]:
+        raise gptviz.DecodeError("the run whose timing this would refine is no longer stored (a newer run of the "
+                                 "same settings replaced it, or the store evicted it): press Run for a fresh one.")
+    return Refine(result, str(args["first_key"]))
+
+
+KINDS: dict[str, Kind] = {FIRST_KIND: Kind(_first, _encode, _decode), REFINE_KIND: Kind(_refine, _encode, _decode)}
