@@ -24,9 +24,13 @@ FLAG = "_gptviz_codec_unpickled"  # what the crafted pickle sets on builtins whe
 
 
 @pytest.fixture(scope="module")
-def runs():
+def lm():
+    return gptviz.load("bundled")
+
+
+@pytest.fixture(scope="module")
+def runs(lm):
     """One of each kind of run a server stores: first pass only, refined, sampled, static, without attention."""
-    lm = gptviz.load("bundled")
     model, tok = lm.model, lm.tokenizer
     first = gptviz.start(model, tok, PROMPT, DecodeSettings(max_new_tokens=5, timed_passes=2), model_name=lm.name)
     return {
@@ -98,6 +102,16 @@ def test_the_runs_are_the_kinds_they_claim(runs):
     sampled = runs["sampled static, whole"]
     assert sampled.settings.sampling == "sample" and sampled.cached.cache_kind == "static" and sampled.timing.complete
     assert all(t.attention is None for t in runs["no attention"].traces.values())
+
+
+def test_a_first_pass_read_back_refines_like_the_original(lm, runs):
+    """What a second process does with a first result it took from the store: refine its timing."""
+    first = runs["greedy dynamic, first pass"]
+    again = gptviz.refine(lm.model, lm.tokenizer, codec.loads_run(codec.dumps_run(first)))
+    assert again.timing.passes == 2 and again.cached.token_ids == first.cached.token_ids
+    assert set(again.traces) == set(runs["after refine"].traces) == set(Mode)
+    assert torch.equal(again.recompute.attention, first.recompute.attention)
+    assert all(len(s.pass_seconds) == 2 for s in again.cached.steps)
 
 
 def test_meta_travels_beside_a_run_or_alone(runs):
