@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gptviz import cli, cost, models
@@ -62,7 +63,9 @@ def test_json_report_with_bundled_model():
         assert row["kv_bytes"] == cost.kv_bytes(m["layers"], m["heads"], m["head_dim"], row["context_len"], 4)
     assert data["summary"]["same_tokens"] is True
     assert data["summary"]["argmax_agreement"] == 1.0
-    assert data["summary"]["max_slice_delta"] <= 1e-6
+    # Rounding only: a few ulps of the largest weight, 1 (9 ulps measured on an AMD EPYC); a past row that really
+    # changed (no causal mask) differs by ~1e-1.
+    assert data["summary"]["max_slice_delta"] <= 16 * float(np.finfo(np.float32).eps)
 
 
 def test_table_output(capsys):
