@@ -57,6 +57,7 @@ STOP_SECONDS = 10.0  # SIGTERM, then this long before SIGKILL
 DECODE_STARTED = re.compile(r"gptviz\.serve decode started\b")
 DECODE_FINISHED = re.compile(r"gptviz\.serve decode finished in ([\d.]+)\s?s\b ?(\S+)?")
 KEY = re.compile(r"\bkey=(\S+)")
+PROXIED = re.compile(r' replicas/(r\d+) .*"[A-Z]+ (\S+) HTTP')  # HAProxy's httplog line: server, then the path
 HEALTH_CHECK_SECONDS = 1  # HAProxy checks every replica this often; 2 misses mark it down
 
 
@@ -393,6 +394,14 @@ class Cluster:
             if DECODE_FINISHED.search(line).group(2) == "ok":
                 key = m.group(1) if (m := KEY.search(line)) else "?"
                 counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def proxied(self, path: str) -> dict[str, int]:
+        """Requests for ``path`` HAProxy sent to each replica (its log; a websocket is logged once it closed)."""
+        counts: dict[str, int] = {}
+        for line in self.haproxy.lines if self.haproxy else []:
+            if (m := PROXIED.search(line)) and m.group(2).split("?")[0] == path:
+                counts[m.group(1)] = counts.get(m.group(1), 0) + 1
         return counts
 
     def peak_rss(self) -> int:

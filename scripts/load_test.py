@@ -228,7 +228,7 @@ async def ws_student(server: Server, seen: Seen, page: str, clicks: int = 0, swi
     keep the speed-up it then shows. ``reconnects``: a connection lost before the run finished (its replica died)
     is opened again up to this many times, and the page rerun there, as Streamlit's frontend does; the clock keeps
     running. Returns one Seen per script run measured."""
-    import websockets
+    import websockets.exceptions
     from streamlit.proto.BackMsg_pb2 import BackMsg
     from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
