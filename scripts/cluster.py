@@ -164,8 +164,9 @@ defaults
     timeout server 60s
     timeout tunnel 1h
     timeout client-fin 5s
-    # A request whose replica refuses the connection (it died) is sent to another one.
-    option redispatch
+    # A request whose replica refuses the connection (it died, not yet marked down) is sent to another one at
+    # its first retry (1), not its last: a reconnecting student waits milliseconds, not retries × 1 s.
+    option redispatch 1
     retries 2
 
 frontend students

@@ -600,6 +600,8 @@ def scenario_d(args) -> dict:
 # ---- cluster scenarios: replicas behind HAProxy sharing Redis, decodes in workers (scripts/cluster.py) ---------
 CLUSTER_STUDENTS = {"e": 60, "f": 60, "g": 6, "h": 12}  # default class size of each cluster scenario
 CLUSTER_WORKERS = {"e": 1, "f": 1, "h": 2}  # default workers ((g) compares its own two set-ups; (h) kills one)
+DEFAULT_NEW = 24  # new tokens per run
+NEW_TOKENS = {"h": 64}  # … but here: (h) a decode long enough to kill something during it
 SETTINGS = 6  # (f) the class's distinct settings
 KILL_AFTER = 1.0  # (h) seconds into the decode at which a worker or a replica is killed
 MESSAGE_WAIT = 60.0  # (h) a student still waiting this long after Redis stopped counts as hung
@@ -780,12 +782,14 @@ def _kill_a_replica(c: cluster.Cluster, args) -> dict:
     if not wait_until(lambda: _decoding(c), 60):
         print("\n(h2) no decode started within 60 s")
     time.sleep(KILL_AFTER)
+    mid = not c.lines(cluster.DECODE_FINISHED)
     c.kill_replica(0)
     killed = time.perf_counter()
     thread.join(args.timeout)
     moved = [s for s in seen if s.replica == "r1"]
     after = [s.start + s.first_chart - killed for s in moved if s.first_chart is not None]
-    print(f"\n(h2) killed r1 {KILL_AFTER:.0f} s into the decode; students per replica: {routes(seen)}; "
+    when = "mid-decode" if mid else "AFTER it had finished: use more --new tokens"
+    print(f"\n(h2) killed r1 {KILL_AFTER:.0f} s into the decode ({when}); students per replica: {routes(seen)}; "
           f"r1's {len(moved)} students: {sum(s.first_chart is not None for s in moved)} got the result, "
           f"{sum(s.reconnects for s in moved)} reconnects, now on {sorted({s.route[-1] for s in moved})}")
     if after:
@@ -802,8 +806,11 @@ def _stop_redis(c: cluster.Cluster, args) -> dict:
     if not wait_until(lambda: _decoding(c), 60):
         print("\n(h3) no decode started within 60 s")
     time.sleep(KILL_AFTER)
+    mid = not c.lines(cluster.DECODE_FINISHED)
     c.stop_redis()
     stopped = time.perf_counter()
+    print(f"\n(h3) stopped Redis {KILL_AFTER:.0f} s into the decode "
+          f"({'mid-decode' if mid else 'AFTER it had finished: use more --new tokens'})")
     time.sleep(2)
     late_thread, late = in_background(c, students_for(2, [query(args.new, PROMPTS[5])] * 2), timeout=MESSAGE_WAIT)
     thread.join(MESSAGE_WAIT + 30)
@@ -843,7 +850,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("scenario", nargs="?", choices=[*SCENARIOS, "all", "cluster"], default="all")
     p.add_argument("--students", type=int, default=None,
                    help=f"class size (30; {', '.join(f'{k} {v}' for k, v in CLUSTER_STUDENTS.items())})")
-    p.add_argument("--new", type=int, default=24, help="new tokens per run (24)")
+    p.add_argument("--new", type=int, default=None, help=f"new tokens per run ({DEFAULT_NEW}; h {NEW_TOKENS['h']})")
     p.add_argument("--client", choices=["auto", "ws", "browser"], default="auto",
                    help="auto: real Chromium for ≤ 8 students, the websocket client above that (a–d)")
     p.add_argument("--stored", action="store_true", help="(a) the link's result is already stored when the class comes")
@@ -858,13 +865,15 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--students, --replicas and --workers must be at least 1")
     if args.scenario in SCENARIOS:
         args.students = args.students or CLUSTER_STUDENTS.get(args.scenario, 30)
+        args.new = args.new or NEW_TOKENS.get(args.scenario, DEFAULT_NEW)
         if args.client == "auto":
             args.client = "browser" if args.students <= 8 and args.scenario in "ab" else "ws"
         SCENARIOS[args.scenario](args)
         return 0
     if args.scenario == "cluster":
         for scenario in CLUSTER:
-            SCENARIOS[scenario](argparse.Namespace(**{**vars(args), "students": CLUSTER_STUDENTS[scenario]}))
+            SCENARIOS[scenario](argparse.Namespace(**{**vars(args), "students": CLUSTER_STUDENTS[scenario],
+                                                      "new": args.new or NEW_TOKENS.get(scenario, DEFAULT_NEW)}))
         return 0
     for scenario, students, new, client in ALL:
         SCENARIOS[scenario](argparse.Namespace(**{**vars(args), "students": students, "new": new, "client": client}))
