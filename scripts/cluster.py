@@ -434,8 +434,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.replicas < 1 or args.workers < 0 or (args.threads is not None and args.threads < 1):
         print("error: --replicas ≥ 1, --workers ≥ 0, --threads ≥ 1", file=sys.stderr)
         return 2
-    # SIGTERM (e.g. `timeout`, a service manager) stops the children too, as Ctrl-C does.
+    # SIGTERM (e.g. `timeout`, a service manager) stops the children too, as Ctrl-C does; Ctrl-C works even where
+    # the shell started this with SIGINT ignored (a background job).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     cluster = Cluster(args.replicas, args.workers, args.threads, hosted=not args.not_hosted, timeout=args.timeout)
     try:
         cluster.start()
