@@ -7,12 +7,19 @@
     python scripts/load_test.py b --students 8 --new 64 --client browser
     python scripts/load_test.py c --runs 5 --hogs 2      # (c) the default run 5x beside 2 CPU-burning processes
     python scripts/load_test.py d                        # (d) a student switches page during the decode
+    python scripts/load_test.py e                        # (e) 60 students, one link, 2 replicas behind HAProxy
+    python scripts/load_test.py f                        # (f) 60 students over 6 settings, 2 replicas
+    python scripts/load_test.py g                        # (g) 6 settings: 2 workers × 1 thread vs 1 worker × 2
+    python scripts/load_test.py h                        # (h) faults: a worker killed, a replica killed, Redis stopped
+    python scripts/load_test.py cluster                  # e–h (a cluster of scripts/cluster.py each; ~10 min)
 
-Every scenario starts a fresh server. A student is either a real headless Chromium (selenium,
-Debian's chromium + chromedriver; the default for N ≤ 8) or a websocket client that sends what a
-browser sends (a ``BackMsg`` with the share link's query string and page) and reads the
-``ForwardMsg``s that come back (the default for larger N: 30 Chromium processes would compete
-with the server for the CPU). Both go through the real server, its session threads, queue and caches.
+Every scenario a–d starts a fresh server, e–h a fresh cluster (scripts/cluster.py: Redis, app replicas,
+decode workers, HAProxy) whose decodes are counted over every replica and worker. A student is either
+a real headless Chromium (selenium, Debian's chromium + chromedriver; the default for N ≤ 8 in a and b)
+or a websocket client that sends what a browser sends (a GET of the page, whose cookies it keeps, then
+a ``BackMsg`` with the share link's query string and page) and reads the ``ForwardMsg``s that come back
+(the default otherwise: 30 Chromium processes would compete with the server for the CPU). Both go
+through the real server, its session threads, queue and caches.
 
 Printed per student: time to the first result (first metric of the decoded run) and to the first
 chart, the queue wait (from the first "… ahead of you" message to the decode starting), the place
