@@ -258,6 +258,8 @@ async def ws_student(server: Server, seen: Seen, page: str, clicks: int = 0, swi
             while True:
                 try:
                     return await asyncio.wait_for(ws.recv(), timeout)
+                except TimeoutError:  # (an OSError too) the server said nothing for `timeout` s: not a lost replica
+                    raise
                 except lost:
                     if seen.reconnects >= reconnects:
                         raise
@@ -657,11 +659,11 @@ def print_decodes(c: cluster.Cluster, target: str) -> None:
 
 
 def in_background(c: cluster.Cluster, students: list[Seen], **kwargs) -> tuple[threading.Thread, list[Seen]]:
-    """The class runs on its own thread while the caller injects a fault."""
-    out: list[Seen] = []
-    thread = threading.Thread(target=lambda: out.extend(run_ws(c, students, PAGE, **kwargs)), daemon=True)
+    """The class runs on its own thread while the caller injects a fault; each Seen fills in as it goes (a student
+    that hangs is still there to report)."""
+    thread = threading.Thread(target=run_ws, args=(c, students, PAGE), kwargs=kwargs, daemon=True)
     thread.start()
-    return thread, out
+    return thread, students
 
 
 def wait_until(condition, timeout: float) -> bool:

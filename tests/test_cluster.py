@@ -36,6 +36,8 @@ pytestmark = [
 def two_replicas():
     with cluster.Cluster(replicas=2, workers=1, timeout=WAIT) as c:
         yield c
+        for p in [*c.processes(), c.haproxy]:  # shown by pytest when the test failed
+            print(f"---- {p.name} (last lines)\n{p.tail()}")
 
 
 def test_one_link_via_two_replicas_decodes_once_and_a_dead_replicas_student_finds_it_stored(two_replicas):
