@@ -24,7 +24,6 @@ STUDENTS = 4
 WAIT = 60  # seconds a student waits for its page before the test fails
 
 
-
 def redis_backend_missing() -> str | None:
     """Why the Redis backend cannot be used here, or None."""
     try:
