@@ -127,7 +127,7 @@ class Run:
     prompt: str
     settings: DecodeSettings
     model_name: str
-    traces: dict[str, Trace]  # by mode
+    traces: dict[Mode, Trace]  # by mode
     comparison: compare.Comparison  # per step: every mode vs the cached mode (.to_frame() for a table)
     text: str  # the generated continuation
     info: dict = field(default_factory=dict)

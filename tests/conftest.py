@@ -104,3 +104,61 @@ def saved_model_dir(tmp_path_factory):
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
+
+
+class RedisProcess:
+    """A real redis-server on a free port of 127.0.0.1, in its own temp dir, nothing saved to disk."""
+
+    def __init__(self, tmp):
+        import shutil
+        import socket
+        import subprocess
+        import time
+
+        import redis
+
+        if shutil.which("redis-server") is None:
+            pytest.skip("redis-server is not installed (Debian: apt-get install redis-server); .ci/run installs it")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis.from_url(self.url).ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    pytest.fail("redis-server did not start")
+                time.sleep(0.05)
+
+    def flush(self) -> None:
+        import redis
+
+        redis.Redis.from_url(self.url).flushall()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except Exception:
+            self.process.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_process(tmp_path_factory):
+    """One redis-server for the whole session (each test flushes it: see redis_url)."""
+    process = RedisProcess(tmp_path_factory.mktemp("redis"))
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def redis_url(redis_process):
+    redis_process.flush()
+    return redis_process.url

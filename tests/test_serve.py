@@ -1,16 +1,99 @@
-"""The server-wide decode queue and shared results (gptviz.serve), with stand-in decodes (no model)."""
+"""The decode queue, single flight and shared results (gptviz.serve), with stand-in decodes (no model).
 
+One suite, run against every implementation of the interface: in-process (gptviz/serve/memory.py) and Redis
+(gptviz/serve/redis.py, a real redis-server started on a random port, its worker threads in this process).
+Redis-only behaviour (a worker killed mid-job, a lost Redis) is in tests/test_serve_redis.py.
+"""
+
+import json
 import threading
 import time
+import uuid
+from dataclasses import dataclass, field
 
 import pytest
 
 from gptviz import serve
+from gptviz.serve.tasks import Kind
 
 WAIT = 10  # seconds a test waits for a worker before failing
+FUNCS: dict = {}  # the stand-in decodes by name: a worker thread here looks them up (they cannot be sent)
 
 
-def blocker(server: serve.Server, size_kind=None) -> tuple[serve.Job, threading.Event]:
+@dataclass
+class Fn:
+    """A plain function as a task of the test kind "fn": what a worker runs is found by name in FUNCS."""
+
+    fn: object
+    name: str = field(default_factory=lambda: uuid.uuid4().hex)
+    kind: str = "fn"
+
+    def __post_init__(self):
+        FUNCS[self.name] = self.fn
+
+    def __call__(self, job):
+        return self.fn(job)
+
+    def wire(self) -> dict:
+        return {"name": self.name}
+
+
+def _json(value) -> bytes:
+    return json.dumps(value).encode()
+
+
+KINDS = {"fn": Kind(task=lambda args, stored: FUNCS[args["name"]], encode=_json, decode=json.loads,
+                    progress_parts=lambda p: (p, None), progress_from=lambda part, result: part)}
+
+
+class Shared:
+    """A backend as these tests use it: plain functions become tasks; keys are shown as they were asked."""
+
+    def __init__(self, backend, size, ident, workers=()):
+        self.backend, self.size, self.ident, self.workers = backend, size, ident, list(workers)
+
+    def request(self, key, fn, **kwargs):
+        return self.backend.request(key, fn if isinstance(fn, Fn) else Fn(fn), **kwargs)
+
+    def stored(self, *keys):
+        """Which of ``keys`` are stored, in the store's order (least recently used first)."""
+        ids = {self.ident(k): k for k in keys}
+        return [ids[k] for k in self.backend.stored_keys() if k in ids]
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def close(self):
+        for worker in self.workers:
+            worker.stop(WAIT)
+        self.backend.close(WAIT)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make(request):
+    """make(slots=1, max_bytes=…) -> a fresh backend of each kind; stopped after the test."""
+    made = []
+
+    def build(slots=1, max_bytes=serve.DEFAULT_MAX_BYTES):
+        if request.param == "memory":
+            shared = Shared(serve.Server(slots=slots, max_bytes=max_bytes, nbytes=lambda r: len(_json(r))),
+                            size=lambda r: len(_json(r)), ident=lambda k: k)
+        else:
+            from gptviz.serve import redis as shared_redis
+
+            url = request.getfixturevalue("redis_url")
+            worker = shared_redis.Worker(url, slots=slots, max_bytes=max_bytes, kinds=KINDS).start()
+            shared = Shared(shared_redis.Server(url, slots=slots, max_bytes=max_bytes, kinds=KINDS),
+                            size=lambda r: len(_json(r)), ident=serve.key_id, workers=[worker])
+        made.append(shared)
+        return shared
+
+    yield build
+    for shared in made:
+        shared.close()
+
+
+def blocker(server, size_kind=None):
     """A job that holds the server's only slot until the returned event is set."""
     release, started = threading.Event(), threading.Event()
 
@@ -31,8 +114,8 @@ def recorder(order: list, name: str):
     return compute
 
 
-def test_queue_runs_jobs_in_arrival_order_and_tells_each_its_place():
-    server = serve.Server(slots=1)
+def test_queue_runs_jobs_in_arrival_order_and_tells_each_its_place(make):
+    server = make(slots=1)
     first, release = blocker(server)
     order: list[str] = []
     jobs = [server.request(name, recorder(order, name)) for name in "abc"]
@@ -45,8 +128,8 @@ def test_queue_runs_jobs_in_arrival_order_and_tells_each_its_place():
     assert server.place(jobs[0]) == serve.Place(0, 0.0)  # done: nothing ahead any more
 
 
-def test_a_job_whose_waiter_left_is_skipped_and_does_not_hold_the_queue():
-    server = serve.Server(slots=1)
+def test_a_job_whose_waiter_left_is_skipped_and_does_not_hold_the_queue(make):
+    server = make(slots=1)
     _, release = blocker(server)
     order: list[str] = []
     left = server.request("left", recorder(order, "left"), waiter="student-1")
@@ -64,13 +147,13 @@ def test_a_job_whose_waiter_left_is_skipped_and_does_not_hold_the_queue():
     assert server.request("left", recorder(order, "left again")).result(WAIT) == "left again"
 
 
-def test_asking_for_other_settings_leaves_the_queued_job_but_a_shared_one_still_runs():
-    server = serve.Server(slots=1)
+def test_asking_for_other_settings_leaves_the_queued_job_but_a_shared_one_still_runs(make):
+    server = make(slots=1)
     _, release = blocker(server)
     order: list[str] = []
     mine = server.request("old", recorder(order, "old"), waiter="me")
     shared = server.request("shared", recorder(order, "shared"), waiter="me")
-    assert server.request("shared", recorder(order, "never"), waiter="you") is shared
+    assert server.request("shared", recorder(order, "never"), waiter="you") == shared  # the same job
     server.request("new", recorder(order, "new"), waiter="me")  # I changed my settings twice
     release.set()
     server.request("barrier", recorder(order, "barrier")).result(WAIT)
@@ -78,15 +161,15 @@ def test_asking_for_other_settings_leaves_the_queued_job_but_a_shared_one_still_
     assert order == ["shared", "new", "barrier"]  # "you" still waits for "shared"
 
 
-def test_two_threads_asking_the_same_key_share_one_decode():
-    server = serve.Server(slots=1)
+def test_two_threads_asking_the_same_key_share_one_decode(make):
+    server = make(slots=1)
     calls, entered, release = [], threading.Event(), threading.Event()
 
     def decode(job):
         calls.append(job.key)
         entered.set()
         release.wait(WAIT)
-        return object()  # a distinct object per decode
+        return f"decode {len(calls)}"  # a distinct result per decode
 
     results = {}
 
@@ -101,48 +184,49 @@ def test_two_threads_asking_the_same_key_share_one_decode():
     for t in threads:
         t.join(WAIT)
     assert len(calls) == 1 and server.decodes == 1
-    assert results["ann"] is results["bob"]
+    assert results["ann"] is results["bob"]  # one object, however many sessions show it
     # Later visitors get the stored result; the Run button (fresh) decodes again.
     assert server.request(("bundled", "float32", 24), decode).result(0) is results["ann"]
-    assert server.request(("bundled", "float32", 24), decode, fresh=True).result(WAIT) is not results["ann"]
+    assert server.request(("bundled", "float32", 24), decode, fresh=True).result(WAIT) == "decode 2"
     assert len(calls) == 2
 
 
-def test_fresh_joins_a_decode_already_in_flight():
-    server = serve.Server(slots=1)
+def test_fresh_joins_a_decode_already_in_flight(make):
+    server = make(slots=1)
     job, release = blocker(server)
-    assert server.request("blocker", recorder([], "second"), fresh=True) is job
+    assert server.request("blocker", recorder([], "second"), fresh=True) == job
     release.set()
     assert job.result(WAIT) == "blocker" and server.decodes == 1
 
 
-def test_finished_results_are_evicted_by_bytes_least_recently_used_first():
-    server = serve.Server(slots=1, max_bytes=100, nbytes=len)
+def test_finished_results_are_evicted_by_bytes_least_recently_used_first(make):
+    server = make(slots=1, max_bytes=100)
+    one = server.size("a" * 40)  # 42 bytes as JSON: two fit in 100, three do not
     for key in ("a", "b"):
-        server.request(key, lambda job: job.key * 40).result(WAIT)
+        server.request(key, lambda job, key=key: key * 40).result(WAIT)
     server.request("a", recorder([], "unused"))  # a hit: "a" becomes the most recently used
-    server.request("c", lambda job: job.key * 40).result(WAIT)  # 120 bytes > 100: evict the oldest
-    assert server.stored_keys() == ["a", "c"] and server.stored_bytes() == 80
+    server.request("c", lambda job: "c" * 40).result(WAIT)  # 3 × 42 bytes > 100: evict the oldest
+    assert server.stored("a", "b", "c") == ["a", "c"] and server.stored_bytes() == 2 * one
     server.request("huge", lambda job: "x" * 101).result(WAIT)  # over the whole budget: not kept at all
-    assert server.stored_keys() == ["a", "c"]
-    again = server.request("b", lambda job: job.key * 40)
+    assert server.stored("a", "b", "c", "huge") == ["a", "c"]
+    again = server.request("b", lambda job: "b" * 40)
     assert again.result(WAIT) == "b" * 40 and server.decodes == 5  # "b" was decoded again
 
 
-def test_an_error_reaches_every_waiter_is_not_stored_and_the_worker_goes_on():
-    server = serve.Server(slots=1)
+def test_an_error_reaches_every_waiter_is_not_stored_and_the_worker_goes_on(make):
+    server = make(slots=1)
 
     def fail(job):
         raise ValueError("the prompt is empty")
 
     with pytest.raises(ValueError, match="prompt is empty"):
         server.request("bad", fail).result(WAIT)
-    assert server.stored_keys() == []
+    assert server.stored("bad") == []
     assert server.request("good", recorder([], "good")).result(WAIT) == "good"
 
 
-def test_the_wait_estimate_comes_from_timed_runs_of_the_same_kind():
-    server = serve.Server(slots=1)
+def test_the_wait_estimate_comes_from_timed_runs_of_the_same_kind(make):
+    server = make(slots=1)
     _, release = blocker(server)  # of a kind never timed before
     unknown = server.request("unknown", recorder([], "u"), size=10, size_kind="gpt2")
     assert server.place(unknown) == serve.Place(1, None)
@@ -162,11 +246,11 @@ def test_the_wait_estimate_comes_from_timed_runs_of_the_same_kind():
     behind.result(WAIT)
 
 
-def test_slots_follow_the_core_count():
+def test_slots_follow_the_core_count():  # not a backend's
     assert [serve.default_slots(n) for n in (1, 2, 4, 8, 16)] == [1, 1, 1, 2, 4]
 
 
-def test_a_result_that_cannot_be_sized_still_reaches_its_waiters():
+def test_a_result_that_cannot_be_sized_still_reaches_its_waiters():  # nbytes: the in-process store's own
     server = serve.Server(slots=1, nbytes=len)
     assert server.request("odd", lambda job: 42).result(WAIT) == 42  # len(42) fails: not kept, no hang
     assert server.stored_keys() == [] and server.request("next", lambda job: "ok").result(WAIT) == "ok"
@@ -191,8 +275,8 @@ def wait_running(job: serve.Job) -> None:
     assert job.state == "running"
 
 
-def test_every_first_result_runs_before_any_refinement_queued_earlier():
-    server = serve.Server(slots=1)
+def test_every_first_result_runs_before_any_refinement_queued_earlier(make):
+    server = make(slots=1)
     _, release = blocker(server)
     order: list[str] = []
     late = server.request("refine-a", refinement(order, "r", 1), priority=serve.REFINE)
@@ -204,8 +288,8 @@ def test_every_first_result_runs_before_any_refinement_queued_earlier():
     assert server.decodes == 2 and server.refines == 1  # the blocker and b are decodes; the refinement is not
 
 
-def test_a_running_refinement_steps_aside_at_its_next_step_for_a_first_result():
-    server = serve.Server(slots=1)
+def test_a_running_refinement_steps_aside_at_its_next_step_for_a_first_result(make):
+    server = make(slots=1)
     order: list[str] = []
     gate = threading.Event()
     refine = server.request("refine-a", refinement(order, "r", 3, gate), priority=serve.REFINE)
@@ -218,8 +302,8 @@ def test_a_running_refinement_steps_aside_at_its_next_step_for_a_first_result():
     assert refine.paused_seconds > 0
 
 
-def test_a_refinement_nobody_waits_for_is_dropped_at_its_next_step():
-    server = serve.Server(slots=1)
+def test_a_refinement_nobody_waits_for_is_dropped_at_its_next_step(make):
+    server = make(slots=1)
     order: list[str] = []
     gate = threading.Event()
     refine = server.request("refine-a", refinement(order, "r", 3, gate), priority=serve.REFINE, waiter="s1")
@@ -231,8 +315,8 @@ def test_a_refinement_nobody_waits_for_is_dropped_at_its_next_step():
     assert order[:1] == ["r0"] and "r1" not in order and server.skipped == 1
 
 
-def test_a_refinement_someone_still_waits_for_is_not_dropped():
-    server = serve.Server(slots=1)
+def test_a_refinement_someone_still_waits_for_is_not_dropped(make):
+    server = make(slots=1)
     order: list[str] = []
     gate = threading.Event()
     refine = server.request("refine-a", refinement(order, "r", 3, gate), priority=serve.REFINE, waiter="s1")

@@ -174,35 +174,37 @@ def _model_named(source: str, dtype: str, name: str) -> gptviz.LoadedModel:
 # ---- how a worker rebuilds tasks, and how their results cross processes -----------------------------------
 @dataclass(frozen=True)
 class Kind:
-    """One kind of task as a worker process sees it."""
+    """One kind of task as a worker process sees it, and how its results and progress cross processes."""
 
     task: Callable[[dict, Callable[[str], Any]], Any]  # (wire args, look up a stored result by key id) -> task
-    encode: Callable[[Any], bytes]  # a result or a Progress -> bytes in the safe format
+    encode: Callable[[Any], bytes]  # a result -> bytes in the safe format (gptviz/serve/codec.py)
     decode: Callable[[bytes], Any]  # and back
+    progress_parts: Callable[[Any], tuple[dict, Any]]  # a progress -> (JSON-able part, a result in it or None)
+    progress_from: Callable[[dict, Any], Any]  # and back (the result decoded once, however often progress moves)
 
 
-def _encode(value: Result | Progress) -> bytes:
+def _encode(result: Result) -> bytes:
     from gptviz.serve import codec  # numpy-heavy; only processes that cross results import it
 
-    if isinstance(value, Progress):
-        meta = {"progress": {"done": value.done, "total": value.total, "label": value.label, "text": value.text}}
-        if value.result is not None:
-            meta["result"] = value.result.meta()
-        return codec.dumps(meta, None if value.result is None else value.result.run)
-    return codec.dumps({"result": value.meta()}, value.run)
+    return codec.dumps({"result": result.meta()}, result.run)
 
 
-def _decode(data: bytes) -> Result | Progress:
+def _decode(data: bytes) -> Result:
     from gptviz.serve import codec
 
     meta, run = codec.loads(data)
-    result = None if "result" not in meta or run is None else Result.from_meta(meta["result"], run)
-    if "progress" in meta:
-        p = meta["progress"]
-        return Progress(int(p["done"]), int(p["total"]), str(p["label"]), str(p["text"]), result)
-    if result is None:
-        raise ValueError("a stored result without its run")
-    return result
+    if "result" not in meta or run is None:
+        raise ValueError("not a stored result: its run or its description is missing")
+    return Result.from_meta(meta["result"], run)
+
+
+def _progress_parts(progress: Progress) -> tuple[dict, Result | None]:
+    return {"done": progress.done, "total": progress.total, "label": progress.label,
+            "text": progress.text}, progress.result
+
+
+def _progress_from(part: dict, result: Result | None) -> Progress:
+    return Progress(int(part["done"]), int(part["total"]), str(part["label"]), str(part["text"]), result)
 
 
 def _first(args: dict, stored: Callable[[str], Any]) -> FirstPass:
@@ -217,4 +219,5 @@ def _refine(args: dict, stored: Callable[[str], Any]) -> Refine:
     return Refine(result, str(args["first_key"]))
 
 
-KINDS: dict[str, Kind] = {FIRST_KIND: Kind(_first, _encode, _decode), REFINE_KIND: Kind(_refine, _encode, _decode)}
+KINDS: dict[str, Kind] = {FIRST_KIND: Kind(_first, _encode, _decode, _progress_parts, _progress_from),
+                          REFINE_KIND: Kind(_refine, _encode, _decode, _progress_parts, _progress_from)}
