@@ -55,9 +55,14 @@ REDIS_URL_ENV = "GPTVIZ_REDIS_URL"  # gptviz/serve/__init__.py REDIS_URL_ENV (no
 AFFINITY_COOKIE = "SERVERID"  # HAProxy's cookie: which replica holds this browser's session
 STOP_SECONDS = 10.0  # SIGTERM, then this long before SIGKILL
 DECODE_STARTED = re.compile(r"gptviz\.serve decode started\b")
-DECODE_FINISHED = re.compile(r"gptviz\.serve decode finished in ([\d.]+)\s?s\b ?(\S+)?")
+# "… decode finished in 1.23s ok decodes_executed=…": the seconds, then the outcome ("ok", "error=…", "ok (already
+# finished by another worker: not recorded)" from gptviz/serve/redis.py)
+DECODE_FINISHED = re.compile(r"gptviz\.serve decode finished in ([\d.]+)\s?s (.*?) ?decodes_executed=")
+WORKER_READY = re.compile(r"gptviz\.serve worker \S+: \d+ slot")  # gptviz/serve/redis.py Worker.start's log line
 KEY = re.compile(r"\bkey=(\S+)")
-PROXIED = re.compile(r' replicas/(r\d+) .*"[A-Z]+ (\S+) HTTP')  # HAProxy's httplog line: server, then the path
+# HAProxy's httplog line: "… replicas/r1 0/0/0/5/15588 101 1971 - - --VN 4/4/3/1/0 0/0 "GET /_stcore/stream HTTP/1.1"":
+# the replica, the 4-letter termination state (3rd letter: the affinity cookie's status), the method and path
+PROXIED = re.compile(r' replicas/(r\d+) \S+ \d+ \d+ \S+ \S+ (\S{4}) .*"([A-Z]+) (\S+) HTTP')
 HEALTH_CHECK_SECONDS = 1  # HAProxy checks every replica this often; 2 misses mark it down
 
 
@@ -254,8 +259,7 @@ class Cluster:
         self._wait(self.haproxy, lambda: self.backend_states() == {r.name: "UP" for r in self.replicas},
                    "HAProxy seeing every replica UP")
         for w in self.workers:
-            if not w.alive:
-                raise RuntimeError(f"worker {w.name} exited at start:\n{w.tail()}")
+            self._wait(w, lambda w=w: any(WORKER_READY.search(line) for line in w.lines), f"worker {w.name} ready")
 
     def worker_command(self) -> list[str]:
         command = [sys.executable, "-m", "gptviz", "worker", *self.worker_args]
@@ -389,7 +393,7 @@ class Cluster:
         return [float(DECODE_FINISHED.search(line).group(1)) for _, line in self.lines(DECODE_FINISHED)]
 
     def finished_ok_by_key(self) -> dict[str, int]:
-        """Decodes that finished "ok", per key (lines without a key count under "?")."""
+        """Decodes that finished "ok" and were recorded, per key (lines without a key count under "?")."""
         counts: dict[str, int] = {}
         for _, line in self.lines(DECODE_FINISHED):
             if DECODE_FINISHED.search(line).group(2) == "ok":
@@ -397,11 +401,14 @@ class Cluster:
                 counts[key] = counts.get(key, 0) + 1
         return counts
 
-    def proxied(self, path: str) -> dict[str, int]:
-        """Requests for ``path`` HAProxy sent to each replica (its log; a websocket is logged once it closed)."""
+    def proxied(self, path: str, cookie: str | None = None) -> dict[str, int]:
+        """Requests for ``path`` HAProxy sent to each replica (its log; a websocket is logged once it closed).
+        ``cookie``: only those whose affinity cookie HAProxy found so: "N" none (balanced), "V" valid (sent where it
+        says), "D" naming a replica that was down (redispatched) — the third letter of its termination state."""
         counts: dict[str, int] = {}
         for line in self.haproxy.lines if self.haproxy else []:
-            if (m := PROXIED.search(line)) and m.group(2).split("?")[0] == path:
+            m = PROXIED.search(line)
+            if m and m.group(4).split("?")[0] == path and cookie in (None, m.group(2)[2]):
                 counts[m.group(1)] = counts.get(m.group(1), 0) + 1
         return counts
 

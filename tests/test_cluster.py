@@ -57,10 +57,10 @@ def test_one_link_via_two_replicas_decodes_once_and_a_dead_replicas_student_find
     assert [s.errors for s in seen] == [[]] * STUDENTS
     assert all(s.first_chart is not None and s.finished is not None for s in seen), "every student gets the result"
     assert sorted(s.replica for s in seen) == ["r1", "r1", "r2", "r2"]  # round robin, one replica per student
-    # Each student's websocket went where its cookie said: HAProxy's own log, per replica (a tunnel is logged as
-    # it closes, just after the client saw it close).
+    # Each student's websocket went where the cookie from its page's GET said (HAProxy's log: "V", a valid cookie
+    # chose the replica; a tunnel is logged as it closes, just after the client saw it close).
     load_test.wait_until(lambda: c.proxied("/_stcore/stream") == {"r1": 2, "r2": 2}, 5)
-    assert c.proxied("/_stcore/stream") == {"r1": 2, "r2": 2}
+    assert c.proxied("/_stcore/stream", cookie="V") == {"r1": 2, "r2": 2}
     assert c.decodes() == 1, c.decodes_by_process()  # one decode over every replica and worker
     assert c.decodes_by_process()["w1"] == 1  # … and it ran in the worker
 
@@ -73,5 +73,7 @@ def test_one_link_via_two_replicas_decodes_once_and_a_dead_replicas_student_find
     again = load_test.run_ws(c, [back], load_test.PAGE, timeout=WAIT)[0]
 
     assert again.errors == [] and again.first_chart is not None
-    assert again.route == [f"r{2 - lost}"]  # HAProxy sent it to the other replica (option redispatch)
+    other = f"r{2 - lost}"
+    assert again.route == [other]  # HAProxy sent it to the other replica (option redispatch) and said so:
+    assert c.proxied(f"/{load_test.PAGE}", cookie="D") == {other: 1}  # its cookie named a replica that is down
     assert c.decodes() == 1, c.decodes_by_process()  # the stored result, not a new decode
