@@ -192,7 +192,8 @@ class Cluster:
     """Redis, ``replicas`` app servers, ``workers`` decode workers and HAProxy (see the module's docstring)."""
 
     def __init__(self, replicas: int = 2, workers: int = 1, threads: int | None = None, hosted: bool = True,
-                 shared: bool | None = None, timeout: float = 120.0, worker_args: list[str] | None = None):
+                 shared: bool | None = None, timeout: float = 120.0, worker_args: list[str] | None = None,
+                 keep_logs: bool = False):
         if replicas < 1 or workers < 0:
             raise ValueError("a cluster needs at least 1 replica and 0 or more workers")
         missing = missing_tools()
@@ -207,6 +208,7 @@ class Cluster:
         self.hosted = hosted
         self.timeout = timeout  # seconds any one start may take
         self.worker_args = worker_args or []  # more `python -m gptviz worker` options (e.g. --slots 1)
+        self.keep_logs = keep_logs  # leave the temporary directory (every process's log) behind on stop
         self.dir: Path | None = None
         self.redis: Proc | None = None
         self.replicas: list[Proc] = []
@@ -294,7 +296,9 @@ class Cluster:
             if proc is not None:
                 with contextlib.suppress(Exception):
                     proc.stop()
-        if self.dir is not None:
+        if self.dir is not None and self.keep_logs:
+            print(f"cluster logs kept in {self.dir}", flush=True)
+        elif self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
         atexit.unregister(self.stop)
 
@@ -433,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--not-hosted", action="store_true", help="run the replicas without GPTVIZ_HOSTED=1")
     p.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds any one process may take to start")
+    p.add_argument("--keep-logs", action="store_true", help="leave every process's log behind")
     args = p.parse_args(argv)
     missing = missing_tools()
     if missing:
@@ -445,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     # the shell started this with SIGINT ignored (a background job).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    cluster = Cluster(args.replicas, args.workers, args.threads, hosted=not args.not_hosted, timeout=args.timeout)
+    cluster = Cluster(args.replicas, args.workers, args.threads, hosted=not args.not_hosted, timeout=args.timeout,
+                      keep_logs=args.keep_logs)
     try:
         cluster.start()
         print(cluster.describe(), flush=True)

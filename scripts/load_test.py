@@ -626,7 +626,7 @@ class Address:
 
 def cluster_started(args, workers: int, threads: int | None = None) -> cluster.Cluster:
     """A fresh cluster, every replica and worker warmed up, decodes counted from then on."""
-    c = cluster.Cluster(args.replicas, workers, threads, timeout=args.timeout).start()
+    c = cluster.Cluster(args.replicas, workers, threads, timeout=args.timeout, keep_logs=args.keep_logs).start()
     try:
         for i in range(len(c.replicas)):  # each replica loads the model and the pages (a stored result on r2…)
             warm = run_ws(Address(c.replica_url(i)), [Seen("warm-up", query(1, "Warm up."))], PAGE)[0]
@@ -869,6 +869,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None,
                    help=f"(e, f, h) decode workers ({', '.join(f'{k} {v}' for k, v in CLUSTER_WORKERS.items())})")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the server or a student")
+    p.add_argument("--keep-logs", action="store_true", help="(e–h) leave each cluster's process logs behind")
     args = p.parse_args(argv)
     if (args.students is not None and args.students < 1) or args.replicas < 1 or (args.workers or 1) < 1:
         p.error("--students, --replicas and --workers must be at least 1")
