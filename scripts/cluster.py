@@ -13,9 +13,9 @@ Everything listens on 127.0.0.1 on free random ports and lives in its own tempor
   websocket on one replica, health checks on Streamlit's ``/_stcore/health``, and ``option redispatch``: a
   student whose replica died is sent to another one.
 
-Until ``gptviz.serve.redis`` exists (the Redis backend), the replicas run without Redis, each with its own
-in-process queue, and no worker is started: everything else (HAProxy, affinity, faults) can be tried against
-that, and each replica decodes on its own (which is what the Redis backend is for).
+Without Redis (``--no-redis``, ``shared=False``, or where gptviz/serve/redis.py is missing) the replicas each
+run their own in-process queue and no worker is started: HAProxy, affinity and faults work the same, and each
+replica decodes on its own, which is the baseline the Redis backend improves on.
 
 As a library (scripts/load_test.py scenarios e–h, tests/test_cluster.py)::
 
@@ -422,7 +422,7 @@ class Cluster:
 
     def describe(self) -> str:
         mode = f"shared through Redis at {self.redis_url}" if self.shared else \
-            "no Redis backend yet (gptviz.serve.redis): each replica decodes on its own"
+            "no Redis: each replica decodes on its own"
         workers = f"{len(self.workers)} worker(s), torch threads {self.threads or 'default'}" if self.shared else \
             "no workers"
         replicas = ", ".join(f"{r.name} {self.replica_url(i)}" for i, r in enumerate(self.replicas))
@@ -435,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: 1 with 2+ workers)")
     p.add_argument("--not-hosted", action="store_true", help="run the replicas without GPTVIZ_HOSTED=1")
+    p.add_argument("--no-redis", action="store_true", help="replicas each with their own queue, no workers")
     p.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds any one process may take to start")
     p.add_argument("--keep-logs", action="store_true", help="leave every process's log behind")
@@ -450,8 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     # the shell started this with SIGINT ignored (a background job).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    cluster = Cluster(args.replicas, args.workers, args.threads, hosted=not args.not_hosted, timeout=args.timeout,
-                      keep_logs=args.keep_logs)
+    cluster = Cluster(args.replicas, args.workers, args.threads, hosted=not args.not_hosted,
+                      shared=False if args.no_redis else None, timeout=args.timeout, keep_logs=args.keep_logs)
     try:
         cluster.start()
         print(cluster.describe(), flush=True)

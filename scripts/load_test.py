@@ -626,7 +626,8 @@ class Address:
 
 def cluster_started(args, workers: int, threads: int | None = None) -> cluster.Cluster:
     """A fresh cluster, every replica and worker warmed up, decodes counted from then on."""
-    c = cluster.Cluster(args.replicas, workers, threads, timeout=args.timeout, keep_logs=args.keep_logs).start()
+    c = cluster.Cluster(args.replicas, workers, threads, shared=False if args.no_redis else None,
+                        timeout=args.timeout, keep_logs=args.keep_logs).start()
     try:
         for i in range(len(c.replicas)):  # each replica loads the model and the pages (a stored result on r2…)
             warm = run_ws(Address(c.replica_url(i)), [Seen("warm-up", query(1, "Warm up."))], PAGE)[0]
@@ -708,7 +709,7 @@ def scenario_f(args) -> dict:
 
 
 def scenario_g(args) -> dict:
-    if not cluster.redis_backend_available():
+    if args.no_redis or not cluster.redis_backend_available():
         print("\n(g) needs the Redis backend (gptviz/serve/redis.py) and its workers: skipped")
         return {}
     walls = {}
@@ -870,6 +871,7 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"(e, f, h) decode workers ({', '.join(f'{k} {v}' for k, v in CLUSTER_WORKERS.items())})")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the server or a student")
     p.add_argument("--keep-logs", action="store_true", help="(e–h) leave each cluster's process logs behind")
+    p.add_argument("--no-redis", action="store_true", help="(e–h) the baseline: replicas with their own queues")
     args = p.parse_args(argv)
     if (args.students is not None and args.students < 1) or args.replicas < 1 or (args.workers or 1) < 1:
         p.error("--students, --replicas and --workers must be at least 1")
