@@ -31,6 +31,7 @@ from gptviz.divergence import cli as divergence_cli
 from gptviz.lab import cli as lab_cli
 from gptviz.modes import MODES, Mode, parse_modes
 from gptviz.registry import BUNDLED
+from gptviz.serve import cli as worker_cli
 from gptviz.settings import CACHES, DTYPE, DTYPES, NEW_TOKENS, SAMPLINGS, DecodeSettings
 
 
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON report instead of a table")
     lab_cli.add_parser(commands)
     divergence_cli.add_parser(commands)
+    worker_cli.add_parser(commands)
     return parser
 
 
@@ -186,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return lab_cli.command(args)
             if args.command == "divergence":
                 return divergence_cli.command(args)
+            if args.command == "worker":
+                return worker_cli.command(args)
             return compare_command(args)
         except (DecodeError, ModelLoadError) as exc:
             raise UsageError(str(exc)) from exc

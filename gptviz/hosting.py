@@ -22,6 +22,7 @@ HOSTED_MAX_NEW_TOKENS = 128  # GPTVIZ_MAX_NEW_TOKENS default
 HOSTED_MEMORY_BUDGET_MB = 128  # GPTVIZ_MEMORY_BUDGET_MB default
 HOSTED, ALLOWED_MODELS = "GPTVIZ_HOSTED", "GPTVIZ_ALLOWED_MODELS"
 MAX_NEW_TOKENS, MEMORY_BUDGET_MB = "GPTVIZ_MAX_NEW_TOKENS", "GPTVIZ_MEMORY_BUDGET_MB"
+REDIS_URL = "GPTVIZ_REDIS_URL"  # redis://host:port/db: every replica shares one queue and store (gptviz/serve/redis.py)
 FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False,
          "": False}
 
@@ -30,7 +31,7 @@ class HostingConfigError(ValueError):
     """A GPTVIZ_* environment variable the server cannot use; one line that names it and the fix."""
 
 
-KNOWN = (HOSTED, ALLOWED_MODELS, MAX_NEW_TOKENS, MEMORY_BUDGET_MB)  # every GPTVIZ_* name the app reads
+KNOWN = (HOSTED, ALLOWED_MODELS, MAX_NEW_TOKENS, MEMORY_BUDGET_MB, REDIS_URL)  # every GPTVIZ_* name the app reads
 CAPS = (ALLOWED_MODELS, MAX_NEW_TOKENS, MEMORY_BUDGET_MB)  # apply in hosted mode only
 
 

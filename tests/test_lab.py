@@ -331,3 +331,21 @@ def test_the_lab_figures_leave_the_modes_colours_to_the_modes(report):
             drawn |= {getattr(getattr(trace, part, None), "color", None) for part in ("line", "marker")}
             drawn |= {color for _, color in getattr(trace, "colorscale", None) or ()}
     assert len(drawn - {None}) > 4 and not drawn & {m.color for m in Mode}
+
+
+def test_a_build_lock_left_by_a_dead_process_is_removed_and_a_live_build_s_is_kept(tmp_path):
+    """torch waits forever for a lock whose build died (a server killed mid-build): every later start would hang."""
+    import os
+    import time
+
+    from gptviz.lab import quanto
+
+    old = tmp_path / "a" / "library" / "extensions" / "cpp" / "build" / "lock"
+    new = tmp_path / "b" / "library" / "extensions" / "cpp" / "build" / "lock"
+    for lock in (old, new):
+        lock.parent.mkdir(parents=True)
+        lock.touch()
+    hour_ago = time.time() - 3600
+    os.utime(old, (hour_ago, hour_ago))
+    removed = quanto.clear_stale_locks(roots=[str(tmp_path / "a"), str(tmp_path / "b")])
+    assert removed == [old] and not old.exists() and new.exists()

@@ -25,6 +25,13 @@ _APP_RUN: ContextVar[bool] = ContextVar("gptviz_timing_app_run", default=False)
 
 def follow_timing() -> None:
     """Draw the timing line of the result on screen (always one line: nothing below it moves when it changes)."""
+    try:
+        _follow_timing()
+    except serve.Unavailable as exc:  # the shared queue (Redis) is gone: the result on screen stays as it is
+        st.caption(f":material/timer_off: Timing not refined: {exc}")
+
+
+def _follow_timing() -> None:
     result = current()
     if result is None:
         return
@@ -59,6 +66,14 @@ def _timing_line(job: serve.JobHandle, run_id: str) -> None:
     shown = current()
     if shown is None or shown.run_id != run_id:
         return  # another result is on screen now: the next full run follows that one
+    try:
+        _follow(job, shown)
+    except serve.Unavailable as exc:
+        st.caption(f":material/timer_off: Timing not refined: {exc}")
+
+
+def _follow(job: serve.JobHandle, shown: Result) -> None:
+    run_id = shown.run_id
     latest, error = _latest(job)
     app_run = _APP_RUN.get()
     if latest is None and error is None and job.state in ("done", "skipped") and not app_run:

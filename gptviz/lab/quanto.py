@@ -10,12 +10,16 @@ it; meanwhile, or if it failed, int4/int2 are left out with the reason and every
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 QUANTO_PIN = "optimum-quanto==0.2.7"
+STALE_LOCK = 900.0  # seconds after which a build lock is a dead process's (a build takes 1–5 min on 2 cores)
+EXIT_WAIT = 120.0  # seconds a process exiting waits for the build to finish (it cannot be interrupted safely)
 NEEDS = ("a C++ compiler (c++), ninja on the PATH and a writable site-packages (Debian: `apt-get install g++`, "
          "`pip install ninja`); then restart")
 
@@ -30,8 +34,27 @@ def installed() -> str | None:
     return None
 
 
+def clear_stale_locks(older_than: float = STALE_LOCK, roots: list[str] | None = None) -> list[Path]:
+    """Remove build locks left by a process that died mid-build (killed, or exited with the build running):
+    torch waits for such a lock forever, so every later start would hang in its warm-up. Returns what went."""
+    if roots is None:  # optimum-quanto's own folders
+        spec = importlib.util.find_spec("optimum.quanto")
+        roots = [] if spec is None else list(spec.submodule_search_locations or [])
+    removed = []
+    for root in roots:
+        for lock in Path(root).glob("library/extensions/*/build/lock"):
+            try:
+                if time.time() - lock.stat().st_mtime > older_than:
+                    lock.unlink()
+                    removed.append(lock)
+            except OSError:
+                pass  # gone meanwhile, or not ours to remove: the build says why
+    return removed
+
+
 def _probe() -> str | None:
     """Run a real quanto int4 cache on a tiny random GPT-2: this compiles the extension if it is not built."""
+    clear_stale_locks()
     from gptviz.lab.caches import build
     from gptviz.lab.settings import Variant
     from gptviz.lab.variants import forced
@@ -71,6 +94,7 @@ def warm_in_background() -> None:
         _state["started"] = time.monotonic()
         _state["thread"] = threading.Thread(target=_background, name="gptviz-quanto-warm-up", daemon=True)
         _state["thread"].start()
+        atexit.register(_state["thread"].join, EXIT_WAIT)  # torch work left running at exit aborts the process
 
 
 def _background() -> None:

@@ -48,7 +48,7 @@ RATE_MEMORY = 0.5  # weight of the newest run in the seconds-per-size estimate (
 FIRST, REFINE = 0, 1  # job priorities: a student's first result, then timing refinements (lower runs first)
 
 
-REDIS_URL_ENV = "GPTVIZ_REDIS_URL"  # redis://host:port/db: share the queue and results through Redis
+from gptviz.hosting import REDIS_URL as REDIS_URL_ENV  # noqa: E402  (the one home of every GPTVIZ_* name)
 
 
 class Dropped(CancelledError):

@@ -40,6 +40,7 @@ from gptviz.serve import (
     DEFAULT_MAX_BYTES,
     FIRST,
     RATE_MEMORY,
+    REDIS_URL_ENV,
     REFINE,
     CancelledError,
     Dropped,
@@ -107,15 +108,16 @@ return 1
 
 
 def connect(url: str) -> redis.Redis:
-    """A client for ``url``, checked now: Unavailable with one clear line when nobody answers there."""
+    """A client for ``url``, checked now: Unavailable with one clear line when nobody answers there (no
+    fallback to this process alone: see gptviz.serve.connect)."""
     try:
         client = redis.Redis.from_url(url, **TIMEOUTS, health_check_interval=10)
         client.ping()
     except ValueError as exc:  # not a redis:// URL
-        raise Unavailable(f"GPTVIZ_REDIS_URL={url!r} is not a Redis URL ({exc}): use redis://host:port/db.") from None
+        raise Unavailable(f"{REDIS_URL_ENV}={url!r} is not a Redis URL ({exc}): use redis://host:port/db.") from None
     except (*ERRORS, redis.RedisError) as exc:
-        raise Unavailable(f"Redis at {url} does not answer ({exc}): start it, or unset GPTVIZ_REDIS_URL to "
-                          "decode on this server alone.") from None
+        raise Unavailable(f"Redis at {url} does not answer ({exc}): start it or correct {REDIS_URL_ENV} (unset, "
+                          "the app decodes on its own server alone).") from None
     return client
 
 
@@ -471,7 +473,7 @@ class Worker:
     """A process's decode slots, fed from the Streams: ``python -m gptviz worker`` runs one until stopped."""
 
     def __init__(self, url: str, slots: int | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
-                 kinds: Mapping[str, Any] | None = None, name: str | None = None):
+                 kinds: Mapping[str, Any] | None = None, name: str | None = None, claim_idle: float = CLAIM_IDLE):
         from gptviz.serve import tasks
 
         self.url = url
@@ -479,6 +481,7 @@ class Worker:
         self.kinds = tasks.KINDS if kinds is None else kinds
         self.slots = default_slots() if slots is None else slots
         self.max_bytes = max_bytes
+        self.claim_idle = claim_idle  # seconds a job's worker may be silent before this one takes the job over
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.decodes = self.refines = self.skipped = 0  # what this worker ran, for its log lines
         self._stop = threading.Event()
@@ -536,7 +539,7 @@ class Worker:
         for priority, stream in STREAMS.items():
             if first_only and priority != FIRST:
                 break
-            claimed = self.client.xautoclaim(stream, GROUP, self.name, int(CLAIM_IDLE * 1000), count=1)
+            claimed = self.client.xautoclaim(stream, GROUP, self.name, int(self.claim_idle * 1000), count=1)
             if claimed and claimed[1]:
                 entry, fields = claimed[1][0]
                 return stream, _text(entry), _text(fields[b"job"])
@@ -548,7 +551,7 @@ class Worker:
             for entry, fields in entries:
                 taken = _text(stream), _text(entry), _text(fields[b"job"])
                 if len(replies) > 1 and _text(stream) != STREAMS[FIRST]:
-                    self.client.xclaim(_text(stream), GROUP, self.name, 0, [entry], idle=int(CLAIM_IDLE * 1000))
+                    self.client.xclaim(_text(stream), GROUP, self.name, 0, [entry], idle=10 * int(CLAIM_IDLE * 1000))
                     continue  # read beside a first result: left for whoever claims it (at once: idle set)
                 return taken
         return None
