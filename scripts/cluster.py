@@ -123,17 +123,19 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def send(self, sig: int = signal.SIGTERM) -> None:
+        """Signal it (its whole process group) without waiting."""
+        if self.alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, sig)
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Signal it (its whole process group), wait a bounded time, then kill."""
-        if not self.alive:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, sig)
+        """Signal it, wait a bounded time, then kill."""
+        self.send(sig)
         try:
             self.popen.wait(timeout=STOP_SECONDS)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.send(signal.SIGKILL)
             self.popen.wait(timeout=STOP_SECONDS)
 
     def tail(self, n: int = 30) -> str:
@@ -292,8 +294,11 @@ class Cluster:
         if self._stopped:
             return
         self._stopped = True
-        for proc in [self.haproxy, *self.replicas, *self.workers, self.redis]:
-            if proc is not None:
+        for group in ([self.haproxy], [*self.replicas, *self.workers], [self.redis]):
+            procs = [p for p in group if p is not None]
+            for proc in procs:  # all of a group at once: each replica's or worker's shutdown takes seconds
+                proc.send()
+            for proc in procs:
                 with contextlib.suppress(Exception):
                     proc.stop()
         if self.dir is not None and self.keep_logs:
