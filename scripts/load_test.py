@@ -828,15 +828,16 @@ def _stop_redis(c: cluster.Cluster, args) -> dict:
     hung = thread.is_alive() or late_thread.is_alive()
 
     def message(s: Seen) -> tuple[float, str] | None:
-        after = [(s.start + t - stopped, text) for t, text in s.alerts if s.start + t >= stopped]
+        """The first error or warning after the stop: seconds from the stop, or from arriving if later."""
+        after = [(s.start + t - max(stopped, s.start), text) for t, text in s.alerts if s.start + t >= stopped]
         return after[0] if after else None
 
-    for group, name in ((seen, "waiting"), (late, "arriving 2 s after")):
+    for group, name, since in ((seen, "waiting", "the stop"), (late, "arriving 2 s after", "arriving")):
         shown = [m for s in group if (m := message(s))]
         times = [t for t, _ in shown]
         summary = f"{len(shown)}/{len(group)} saw a message"
         if times:
-            summary += f", {min(times):.2f}–{max(times):.2f} s after the stop; e.g. {shown[0][1]!r}"
+            summary += f", {min(times):.2f}–{max(times):.2f} s after {since}; e.g. {shown[0][1]!r}"
         no_message = [s.name for s in group if not message(s)]
         print(f"\n(h3) students {name}: {summary}; without one: {no_message or 'none'}; "
               f"client timeouts: {sum(any('Timeout' in e for e in s.errors) for s in group)}")
