@@ -7,12 +7,19 @@
     python scripts/load_test.py b --students 8 --new 64 --client browser
     python scripts/load_test.py c --runs 5 --hogs 2      # (c) the default run 5x beside 2 CPU-burning processes
     python scripts/load_test.py d                        # (d) a student switches page during the decode
+    python scripts/load_test.py e                        # (e) 60 students, one link, 2 replicas behind HAProxy
+    python scripts/load_test.py f                        # (f) 60 students over 6 settings, 2 replicas
+    python scripts/load_test.py g                        # (g) 6 settings: 2 workers × 1 thread vs 1 worker × 2
+    python scripts/load_test.py h                        # (h) faults: a worker killed, a replica killed, Redis stopped
+    python scripts/load_test.py cluster                  # e–h (a cluster of scripts/cluster.py each; ~10 min)
 
-Every scenario starts a fresh server. A student is either a real headless Chromium (selenium,
-Debian's chromium + chromedriver; the default for N ≤ 8) or a websocket client that sends what a
-browser sends (a ``BackMsg`` with the share link's query string and page) and reads the
-``ForwardMsg``s that come back (the default for larger N: 30 Chromium processes would compete
-with the server for the CPU). Both go through the real server, its session threads, queue and caches.
+Every scenario a–d starts a fresh server, e–h a fresh cluster (scripts/cluster.py: Redis, app replicas,
+decode workers, HAProxy) whose decodes are counted over every replica and worker. A student is either
+a real headless Chromium (selenium, Debian's chromium + chromedriver; the default for N ≤ 8 in a and b)
+or a websocket client that sends what a browser sends (a GET of the page, whose cookies it keeps, then
+a ``BackMsg`` with the share link's query string and page) and reads the ``ForwardMsg``s that come back
+(the default otherwise: 30 Chromium processes would compete with the server for the CPU). Both go
+through the real server, its session threads, queue and caches.
 
 Printed per student: time to the first result (first metric of the decoded run) and to the first
 chart, the queue wait (from the first "… ahead of you" message to the decode starting), the place
@@ -25,10 +32,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
+import contextlib
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,7 +43,10 @@ import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
 from pathlib import Path
+
+import cluster  # scripts/cluster.py: the same server command and environment, and the cluster scenarios
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = "timing"  # the share link's page: it shows the speed-up and draws charts
@@ -63,17 +72,9 @@ class Server:
     """A fresh `streamlit run app.py` in hosted mode; its output is kept for the decode counter."""
 
     def __init__(self, timeout: float, hosted: bool = True):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        if hosted:
-            env["GPTVIZ_HOSTED"] = "1"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port",
-             str(self.port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        (self.port,) = cluster.free_ports(1)
+        self.proc = subprocess.Popen(cluster.streamlit_command(self.port), cwd=ROOT, env=cluster.server_env(hosted),
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self.decodes_before = 0
         threading.Thread(target=self._read, daemon=True).start()
@@ -154,6 +155,15 @@ class Seen:
     finished: float | None = None
     timing_done: bool = False  # the sidebar's timing line said the refinement was complete
     errors: list[str] = field(default_factory=list)
+    alerts: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, text): errors, warnings
+    cookies: dict[str, str] = field(default_factory=dict)  # what the server set, sent back as a browser does
+    route: list[str] = field(default_factory=list)  # the replica (HAProxy's cookie) of each connection, in order
+    reconnects: int = 0  # connections lost (a replica died) and opened again
+
+    @property
+    def replica(self) -> str | None:
+        """The replica this student's first connection reached (None: no HAProxy in front)."""
+        return self.route[0] if self.route else None
 
     @property
     def queue_wait(self) -> float:
@@ -182,20 +192,57 @@ class Seen:
 
 
 # ---- websocket student ---------------------------------------------------------------------------
+RECONNECT_SECONDS = 1.0  # a browser's first retry after its websocket dropped (Streamlit's frontend backs off)
+
+
+def _set_cookies(seen: Seen, headers: list[str]) -> None:
+    for header in headers:
+        seen.cookies.update({k: m.value for k, m in SimpleCookie(header).items()})
+
+
+async def _open(server: Server, seen: Seen, page: str, timeout: float):
+    """Open the page as a browser does: GET it (a load balancer sets its affinity cookie on that response), then
+    the websocket with the cookies it got, so both reach the same replica."""
+    import websockets
+
+    def get() -> None:
+        request = urllib.request.Request(f"{server.http}/{page}?{seen.query}", headers=_cookie_header(seen))
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            _set_cookies(seen, response.headers.get_all("Set-Cookie") or [])
+            response.read()
+
+    await asyncio.to_thread(get)
+    ws = await websockets.connect(f"ws{server.http.removeprefix('http')}/_stcore/stream", subprotocols=["streamlit"],
+                                  origin=server.http, max_size=None, open_timeout=60,
+                                  additional_headers=_cookie_header(seen))
+    _set_cookies(seen, ws.response.headers.get_all("Set-Cookie"))
+    if cluster.AFFINITY_COOKIE in seen.cookies:
+        seen.route.append(seen.cookies[cluster.AFFINITY_COOKIE])
+    return ws
+
+
+def _cookie_header(seen: Seen) -> dict[str, str]:
+    return {"Cookie": "; ".join(f"{k}={v}" for k, v in seen.cookies.items())} if seen.cookies else {}
+
+
 async def ws_student(server: Server, seen: Seen, page: str, clicks: int = 0, switch_to: str | None = None,
-                     timeout: float = 600.0, stay: float = 0.0, refined: bool = False) -> list[Seen]:
+                     timeout: float = 600.0, stay: float = 0.0, refined: bool = False,
+                     reconnects: int = 0) -> list[Seen]:
     """Open the link as a browser would; optionally press Run ``clicks`` times after it, or switch page
     (``switch_to``) as soon as the decode shows progress; then stay connected ``stay`` seconds more (a student
     still looking at the page: the server keeps refining the timing for an open session only). ``refined``: after
     each run, rerun the page once a second (as a browser's timing line does) until the timing is complete, and
-    keep the speed-up it then shows. Returns one Seen per script run measured."""
-    import websockets
+    keep the speed-up it then shows. ``reconnects``: a connection lost before the run finished (its replica died)
+    is opened again up to this many times, and the page rerun there, as Streamlit's frontend does; the clock keeps
+    running. Returns one Seen per script run measured."""
+    import websockets.exceptions
     from streamlit.proto.BackMsg_pb2 import BackMsg
     from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
+    lost = (websockets.exceptions.WebSocketException, OSError)  # a dead replica: closed, refused or a 503
     runs = [seen]
-    async with websockets.connect(f"ws://127.0.0.1:{server.port}/_stcore/stream", subprotocols=["streamlit"],
-                                  origin=server.http, max_size=None, open_timeout=60) as ws:
+    ws = await _open(server, seen, page, timeout)
+    try:
         async def rerun(page_name: str, run_button: str | None = None) -> None:
             msg = BackMsg()
             msg.rerun_script.query_string = seen.query
@@ -205,10 +252,27 @@ async def ws_student(server: Server, seen: Seen, page: str, clicks: int = 0, swi
                 widget.id, widget.trigger_value = run_button, True
             await ws.send(msg.SerializeToString())
 
+        async def receive(current: Seen) -> bytes:
+            """The next message; a lost connection is opened again (``reconnects``) and the page rerun."""
+            nonlocal ws
+            while True:
+                try:
+                    return await asyncio.wait_for(ws.recv(), timeout)
+                except TimeoutError:  # (an OSError too) the server said nothing for `timeout` s: not a lost replica
+                    raise
+                except lost:
+                    if seen.reconnects >= reconnects:
+                        raise
+                    seen.reconnects += 1
+                    await asyncio.sleep(RECONNECT_SECONDS)
+                    with contextlib.suppress(*lost):
+                        ws = await _open(server, seen, page, timeout)
+                        await rerun(page)
+
         async def read_until_finished(current: Seen, switch: str | None) -> str | None:
             button = None
             while True:
-                raw = await asyncio.wait_for(ws.recv(), timeout)
+                raw = await receive(current)
                 now = time.perf_counter()
                 msg = ForwardMsg()
                 msg.ParseFromString(raw)
@@ -235,8 +299,11 @@ async def ws_student(server: Server, seen: Seen, page: str, clicks: int = 0, swi
                     current.first_chart = now - current.start
                 elif which == "exception":
                     current.errors.append(element.exception.message[:200])
-                elif which == "alert" and element.alert.format == 1:  # ERROR
-                    current.errors.append(element.alert.body[:200])
+                    current.alerts.append((now - current.start, element.exception.message[:200]))
+                elif which == "alert" and element.alert.format in (1, 2):  # ERROR, WARNING
+                    if element.alert.format == 1:
+                        current.errors.append(element.alert.body[:200])
+                    current.alerts.append((now - current.start, element.alert.body[:200]))
                 elif which == "button" and element.button.label == "Run":
                     button = element.button.id
                 elif which in ("text", "markdown", "progress"):
@@ -275,6 +342,8 @@ async def ws_student(server: Server, seen: Seen, page: str, clicks: int = 0, swi
                     await asyncio.wait_for(ws.recv(), left)
                 except TimeoutError:
                     break
+    finally:
+        await ws.close()
     return runs
 
 
@@ -537,29 +606,287 @@ def scenario_d(args) -> dict:
         server.stop()
 
 
-SCENARIOS = {"a": scenario_a, "b": scenario_b, "c": scenario_c, "d": scenario_d}
+# ---- cluster scenarios: replicas behind HAProxy sharing Redis, decodes in workers (scripts/cluster.py) ---------
+CLUSTER_STUDENTS = {"e": 60, "f": 60, "g": 6, "h": 12}  # default class size of each cluster scenario
+CLUSTER_WORKERS = {"e": 1, "f": 1, "h": 2}  # default workers ((g) compares its own two set-ups; (h) kills one)
+DEFAULT_NEW = 24  # new tokens per run
+NEW_TOKENS = {"h": 64}  # … but here: (h) a decode long enough to kill something during it
+SETTINGS = 6  # (f) the class's distinct settings
+KILL_AFTER = 1.0  # (h) seconds into the decode at which a worker or a replica is killed
+MESSAGE_WAIT = 60.0  # (h) a student still waiting this long after Redis stopped counts as hung
+RECONNECTS = 3  # (h) times a student's page reconnects after losing its replica (Streamlit's frontend retries)
+
+
+@dataclass
+class Address:
+    """One replica directly, as a student would reach a lone server (ws_student needs only ``http``)."""
+
+    http: str  # http://127.0.0.1:port
+
+
+def cluster_started(args, workers: int, threads: int | None = None) -> cluster.Cluster:
+    """A fresh cluster, every replica and worker warmed up, decodes counted from then on."""
+    c = cluster.Cluster(args.replicas, workers, threads, shared=False if args.no_redis else None,
+                        timeout=args.timeout, keep_logs=args.keep_logs).start()
+    try:
+        for i in range(len(c.replicas)):  # each replica loads the model and the pages (a stored result on r2…)
+            warm = run_ws(Address(c.replica_url(i)), [Seen("warm-up", query(1, "Warm up."))], PAGE)[0]
+            if warm.errors or warm.finished is None:
+                raise RuntimeError(f"the warm-up visit of r{i + 1} failed: {warm.errors}")
+        if len(c.workers) > 1:  # … and each worker its model: as many different decodes at once as workers
+            warm = run_ws(Address(c.replica_url(0)), students_for(len(c.workers), [
+                query(1, f"Warm up {j}.") for j in range(len(c.workers))]), PAGE)
+            if any(w.errors or w.finished is None for w in warm):
+                raise RuntimeError(f"the workers' warm-up failed: {[w.errors for w in warm]}")
+        c.reset_counts()
+    except BaseException:
+        c.stop()
+        raise
+    print(f"\ncluster: {c.describe()}", flush=True)
+    return c
+
+
+def routes(seen: list[Seen]) -> str:
+    """How many students each replica served first, and how many moved: "r1 30, r2 30; 0 reconnected"."""
+    counts: dict[str, int] = {}
+    for s in seen:
+        counts[s.replica or "?"] = counts.get(s.replica or "?", 0) + 1
+    moved = sum(len(set(s.route)) > 1 for s in seen)
+    return f"{', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}; {moved} moved to another replica"
+
+
+def print_decodes(c: cluster.Cluster, target: str) -> None:
+    print(f"decodes started in total: {c.decodes()} (per process {c.decodes_by_process()}; target {target})")
+
+
+def in_background(c: cluster.Cluster, students: list[Seen], **kwargs) -> tuple[threading.Thread, list[Seen]]:
+    """The class runs on its own thread while the caller injects a fault; each Seen fills in as it goes (a student
+    that hangs is still there to report)."""
+    thread = threading.Thread(target=run_ws, args=(c, students, PAGE), kwargs=kwargs, daemon=True)
+    thread.start()
+    return thread, students
+
+
+def wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def scenario_e(args) -> dict:
+    c = cluster_started(args, args.workers or CLUSTER_WORKERS["e"])
+    try:
+        link = query(args.new)
+        seen = run_ws(c, students_for(args.students, [link] * args.students), PAGE, timeout=args.timeout)
+        print(f"\nstudents per replica (HAProxy's cookie): {routes(seen)}")
+        print_decodes(c, "exactly 1" if c.shared else "1 with Redis; here 1 per replica")
+        charts, decode = [s.first_chart for s in seen if s.first_chart is not None], c.decode_seconds()
+        if charts and decode:
+            print(f"p95 first chart {pct(charts, 95):.2f} s; the decode itself {max(decode):.2f} s: "
+                  f"p95 − decode = {pct(charts, 95) - max(decode):.2f} s (target ≤ 5 s)")
+        return report(f"(e) {args.students} students open the same link via {len(c.replicas)} replicas "
+                      f"({args.new} new tokens)", seen, c,
+                      ["exactly 1 decode over every process; p95 first chart ≤ decode + 5 s"])
+    finally:
+        c.stop()
+
+
+def scenario_f(args) -> dict:
+    c = cluster_started(args, args.workers or CLUSTER_WORKERS["f"])
+    try:
+        links = [different_settings(i % SETTINGS, args.new) for i in range(args.students)]
+        seen = run_ws(c, students_for(args.students, links), PAGE, timeout=args.timeout)
+        print(f"\nstudents per replica (HAProxy's cookie): {routes(seen)}")
+        print_decodes(c, f"exactly {SETTINGS}" if c.shared else f"{SETTINGS} with Redis; here up to {SETTINGS} "
+                                                               "per replica")
+        return report(f"(f) {args.students} students over {SETTINGS} settings via {len(c.replicas)} replicas "
+                      f"({args.new} new tokens)", seen, c, [f"exactly {SETTINGS} decodes over every process"])
+    finally:
+        c.stop()
+
+
+def scenario_g(args) -> dict:
+    if args.no_redis or not cluster.redis_backend_available():
+        print("\n(g) needs the Redis backend (gptviz/serve/redis.py) and its workers: skipped")
+        return {}
+    walls = {}
+    for workers, threads in ((2, 1), (1, 2)):
+        c = cluster_started(args, workers, threads)
+        try:
+            links = [different_settings(i, args.new) for i in range(args.students)]
+            began = time.perf_counter()
+            seen = run_ws(c, students_for(args.students, links), PAGE, timeout=args.timeout)
+            walls[(workers, threads)] = wall = time.perf_counter() - began
+            decode = c.decode_seconds()
+            print(f"\n{workers} worker(s) × {threads} torch thread(s): all {args.students} results in {wall:.2f} s; "
+                  f"decodes {c.decodes()} (per process {c.decodes_by_process()}), each "
+                  f"{statistics.median(decode) if decode else float('nan'):.2f} s median, "
+                  f"{sum(decode):.2f} s summed")
+            report(f"(g) {args.students} different settings, {workers} worker(s) × {threads} thread(s) "
+                   f"({args.new} new tokens)", seen, c, ["compare the total wall time of the two set-ups"])
+        finally:
+            c.stop()
+    two, one = walls[(2, 1)], walls[(1, 2)]
+    print(f"\n(g) total wall time: 2 workers × 1 thread {two:.2f} s, 1 worker × 2 threads {one:.2f} s "
+          f"(ratio {one / two:.2f})")
+    return {"two_workers_s": two, "one_worker_s": one}
+
+
+def scenario_h(args) -> dict:
+    c = cluster_started(args, args.workers or CLUSTER_WORKERS["h"])
+    try:
+        out = {}
+        if c.shared and len(c.workers) >= 2:
+            out["worker"] = _kill_a_worker(c, args)
+        else:
+            print("\n(h1) killing a worker needs the Redis backend and 2 workers: skipped")
+        out["replica"] = _kill_a_replica(c, args)
+        if c.shared:
+            out["redis"] = _stop_redis(c, args)
+        else:
+            print("\n(h3) stopping Redis needs the Redis backend: skipped")
+        return out
+    finally:
+        c.stop()
+
+
+def _decoding(c: cluster.Cluster, where: str = "") -> str | None:
+    """The process (name starting with ``where``) that started a decode since the last reset, once one has."""
+    names = [name for name, _ in c.lines(cluster.DECODE_STARTED) if name.startswith(where)]
+    return names[0] if names else None
+
+
+def _kill_a_worker(c: cluster.Cluster, args) -> dict:
+    c.reset_counts()
+    link = query(args.new, PROMPTS[2])
+    thread, seen = in_background(c, students_for(args.students, [link] * args.students), timeout=args.timeout)
+    if not wait_until(lambda: _decoding(c, "w"), 60):
+        print("\n(h1) no worker started the decode within 60 s")
+        thread.join(args.timeout)
+        return {}
+    victim = _decoding(c, "w")
+    time.sleep(KILL_AFTER)
+    mid = not c.lines(cluster.DECODE_FINISHED)
+    c.kill_worker(int(victim[1:]) - 1)
+    killed = time.perf_counter()
+    thread.join(args.timeout)
+    done = [s.start + s.first_result - killed for s in seen if s.first_result is not None]
+    when = "mid-decode" if mid else "AFTER it had finished: use more --new tokens"
+    print(f"\n(h1) killed worker {victim} {KILL_AFTER:.0f} s into the decode ({when}); decodes started "
+          f"{c.decodes()} (per process {c.decodes_by_process()}); finished ok per key {c.finished_ok_by_key()} "
+          "(target: the key once)")
+    if done:
+        print(f"(h1) results reached students {min(done):.2f}–{max(done):.2f} s after the kill")
+    return report(f"(h1) {args.students} students on one link, worker {victim} killed mid-decode", seen, c,
+                  ["the job is claimed again and finishes once; every student gets the result"])
+
+
+def _kill_a_replica(c: cluster.Cluster, args) -> dict:
+    c.reset_counts()
+    link = query(args.new, PROMPTS[3])
+    thread, seen = in_background(c, students_for(args.students, [link] * args.students), timeout=args.timeout,
+                                 reconnects=RECONNECTS)
+    if not wait_until(lambda: _decoding(c), 60):
+        print("\n(h2) no decode started within 60 s")
+    time.sleep(KILL_AFTER)
+    mid = not c.lines(cluster.DECODE_FINISHED)
+    c.kill_replica(0)
+    killed = time.perf_counter()
+    thread.join(args.timeout)
+    moved = [s for s in seen if s.replica == "r1"]
+    after = [s.start + s.first_chart - killed for s in moved if s.first_chart is not None]
+    when = "mid-decode" if mid else "AFTER it had finished: use more --new tokens"
+    print(f"\n(h2) killed r1 {KILL_AFTER:.0f} s into the decode ({when}); students per replica: {routes(seen)}; "
+          f"r1's {len(moved)} students: {sum(s.first_chart is not None for s in moved)} got the result, "
+          f"{sum(s.reconnects for s in moved)} reconnects, now on {sorted({s.route[-1] for s in moved})}")
+    if after:
+        print(f"(h2) r1's students saw the chart {min(after):.2f}–{max(after):.2f} s after the kill")
+    print_decodes(c, "exactly 1" if c.shared else "1 with Redis; here 1 per replica")
+    return report(f"(h2) {args.students} students on one link, replica r1 killed mid-decode", seen, c,
+                  ["r1's students reconnect through HAProxy and get the result; exactly 1 decode"])
+
+
+def _stop_redis(c: cluster.Cluster, args) -> dict:
+    c.reset_counts()
+    link = query(args.new, PROMPTS[4])
+    thread, seen = in_background(c, students_for(args.students, [link] * args.students), timeout=MESSAGE_WAIT)
+    if not wait_until(lambda: _decoding(c), 60):
+        print("\n(h3) no decode started within 60 s")
+    time.sleep(KILL_AFTER)
+    mid = not c.lines(cluster.DECODE_FINISHED)
+    c.stop_redis()
+    stopped = time.perf_counter()
+    print(f"\n(h3) stopped Redis {KILL_AFTER:.0f} s into the decode "
+          f"({'mid-decode' if mid else 'AFTER it had finished: use more --new tokens'})")
+    time.sleep(2)
+    late_thread, late = in_background(c, students_for(2, [query(args.new, PROMPTS[5])] * 2), timeout=MESSAGE_WAIT)
+    thread.join(MESSAGE_WAIT + 30)
+    late_thread.join(MESSAGE_WAIT + 30)
+    hung = thread.is_alive() or late_thread.is_alive()
+
+    def message(s: Seen) -> tuple[float, str] | None:
+        """The first error or warning after the stop: seconds from the stop, or from arriving if later."""
+        after = [(s.start + t - max(stopped, s.start), text) for t, text in s.alerts if s.start + t >= stopped]
+        return after[0] if after else None
+
+    for group, name, since in ((seen, "waiting", "the stop"), (late, "arriving 2 s after", "arriving")):
+        shown = [m for s in group if (m := message(s))]
+        times = [t for t, _ in shown]
+        summary = f"{len(shown)}/{len(group)} saw a message"
+        if times:
+            summary += f", {min(times):.2f}–{max(times):.2f} s after {since}; e.g. {shown[0][1]!r}"
+        no_message = [s.name for s in group if not message(s)]
+        print(f"\n(h3) students {name}: {summary}; without one: {no_message or 'none'}; "
+              f"client timeouts: {sum(any('Timeout' in e for e in s.errors) for s in group)}")
+    alive = {p.name: p.alive for p in c.processes()}
+    print(f"(h3) after Redis stopped: student threads still running: {hung}; processes alive: {alive}")
+    return report(f"(h3) {args.students} students waiting on one link, Redis stopped mid-decode", seen + late, c,
+                  ["every waiting or arriving student sees a message within seconds; nothing hangs"])
+
+
+SCENARIOS = {"a": scenario_a, "b": scenario_b, "c": scenario_c, "d": scenario_d, "e": scenario_e, "f": scenario_f,
+             "g": scenario_g, "h": scenario_h}
 ALL = [  # the README's table of targets, in order: (scenario, students, new tokens, client)
     ("a", 30, 24, "ws"), ("a", 30, 128, "ws"), ("a", 8, 24, "browser"), ("b", 30, 24, "ws"),
     ("b", 8, 64, "browser"), ("c", 1, 24, "ws"), ("d", 1, 24, "ws"),
 ]
+CLUSTER = "efgh"  # `cluster`: every cluster scenario, each at its default class size
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("scenario", nargs="?", choices=[*SCENARIOS, "all"], default="all")
-    p.add_argument("--students", type=int, default=30)
-    p.add_argument("--new", type=int, default=24, help="new tokens per run (24)")
+    p.add_argument("scenario", nargs="?", choices=[*SCENARIOS, "all", "cluster"], default="all")
+    p.add_argument("--students", type=int, default=None,
+                   help=f"class size (30; {', '.join(f'{k} {v}' for k, v in CLUSTER_STUDENTS.items())})")
+    p.add_argument("--new", type=int, default=None, help=f"new tokens per run ({DEFAULT_NEW}; h {NEW_TOKENS['h']})")
     p.add_argument("--client", choices=["auto", "ws", "browser"], default="auto",
-                   help="auto: real Chromium for ≤ 8 students, the websocket client above that")
+                   help="auto: real Chromium for ≤ 8 students, the websocket client above that (a–d)")
     p.add_argument("--stored", action="store_true", help="(a) the link's result is already stored when the class comes")
     p.add_argument("--runs", type=int, default=5, help="(c) times Run is pressed (5)")
     p.add_argument("--hogs", type=int, default=2, help="(c) CPU-burning processes beside the server (2)")
+    p.add_argument("--replicas", type=int, default=2, help="(e–h) app replicas behind HAProxy (2)")
+    p.add_argument("--workers", type=int, default=None,
+                   help=f"(e, f, h) decode workers ({', '.join(f'{k} {v}' for k, v in CLUSTER_WORKERS.items())})")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the server or a student")
+    p.add_argument("--keep-logs", action="store_true", help="(e–h) leave each cluster's process logs behind")
+    p.add_argument("--no-redis", action="store_true", help="(e–h) the baseline: replicas with their own queues")
     args = p.parse_args(argv)
-    if args.scenario != "all":
+    if (args.students is not None and args.students < 1) or args.replicas < 1 or (args.workers or 1) < 1:
+        p.error("--students, --replicas and --workers must be at least 1")
+    if args.scenario in SCENARIOS:
+        args.students = args.students or CLUSTER_STUDENTS.get(args.scenario, 30)
+        args.new = args.new or NEW_TOKENS.get(args.scenario, DEFAULT_NEW)
         if args.client == "auto":
             args.client = "browser" if args.students <= 8 and args.scenario in "ab" else "ws"
         SCENARIOS[args.scenario](args)
+        return 0
+    if args.scenario == "cluster":
+        for scenario in CLUSTER:
+            SCENARIOS[scenario](argparse.Namespace(**{**vars(args), "students": CLUSTER_STUDENTS[scenario],
+                                                      "new": args.new or NEW_TOKENS.get(scenario, DEFAULT_NEW)}))
         return 0
     for scenario, students, new, client in ALL:
         SCENARIOS[scenario](argparse.Namespace(**{**vars(args), "students": students, "new": new, "client": client}))
