@@ -72,7 +72,7 @@ def test_flags_and_numbers_operators_write():
     ({"GPTVIZ_ALLOWED": "bundled", "GPTVIZ_HOSTED": "1"}, r"GPTVIZ_ALLOWED is not .* mean GPTVIZ_ALLOWED_MODELS\?"),
     ({"GPTVIZ_ALLOW_TEST_MODELS": "1"}, r"GPTVIZ_ALLOW_TEST_MODELS is not a gptviz setting"),
     ({"GPTVIZ_X": "1"}, r"GPTVIZ_X is not a gptviz setting: the known ones are GPTVIZ_HOSTED, GPTVIZ_ALLOWED_MODELS, "
-                        r"GPTVIZ_MAX_NEW_TOKENS, GPTVIZ_MEMORY_BUDGET_MB\. Rename or unset it"),
+                        r"GPTVIZ_MAX_NEW_TOKENS, GPTVIZ_MEMORY_BUDGET_MB, GPTVIZ_REDIS_URL\. Rename or unset it"),
     ({"gptviz_hosted": "1"}, r"gptviz_hosted is not a gptviz setting: did you mean GPTVIZ_HOSTED\?"),
     ({"GPTVIZ_MAX_NEW_TOKENS": "8"}, r"GPTVIZ_MAX_NEW_TOKENS applies only in hosted mode: set GPTVIZ_HOSTED=1"),
     ({"GPTVIZ_HOSTED": "0", "GPTVIZ_ALLOWED_MODELS": "bundled", "GPTVIZ_MEMORY_BUDGET_MB": "9"},

@@ -71,9 +71,7 @@ if report.precision.rows:
     st.dataframe(report.precision.summary(), hide_index=True, width="stretch",
                  column_config={lab.PRECISION_LABELS[k]: small for k in ("max_abs_cached_vs_recompute",
                                                                           "max_abs_vs_float64")})
-    chart("lab_precision", "the gap between cached and "
-          "recomputed logits shrinks with every extra bit: bfloat16 above float16 above float32 above float64.",
-          figures.precision_gap, report.precision)
+    chart("lab_precision", lab.text.precision_gaps(report.precision), figures.precision_gap, report.precision)
 
 st.subheader("Shared prefix: prefill once, continue twice")
 p = report.prefix

@@ -41,6 +41,17 @@ def precision(report) -> str:
             "|Δlogit| over the run). Only the order of additions changed, so float64 is tiny but not always zero.")
 
 
+def precision_gaps(study) -> str:
+    """What the gap chart shows on this machine, largest first: the order is measured, not assumed (a 16-bit
+    format can even give 0, when both decoders round to the same values)."""
+    gaps = sorted(((max(r.cached_vs_recompute), r.dtype) for r in study.rows if r.cached_vs_recompute), reverse=True)
+    order = " above ".join(f"{dtype} ({gap:.1e})" for gap, dtype in gaps)
+    zero = [dtype for gap, dtype in gaps if gap == 0]
+    note = (f"; the same logits both ways here in {', '.join(zero)}: every partial sum rounded to the same value"
+            if zero else "")
+    return f"the gap between cached and recomputed logits, largest first: {order}{note}."
+
+
 def prefix(report) -> str:
     p = report.prefix
     total = p.shared_tokens * 2 + sum(p.own_tokens)
