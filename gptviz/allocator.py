@@ -1,12 +1,15 @@
-"""The C allocator under a long-lived decoding process (a Streamlit server): big blocks straight from the
-operating system and back, and free memory handed back after every pass.
+"""The C allocator under a long-lived decoding process (a Streamlit server): free memory handed back to the
+operating system after every pass, and one pass's threads sharing their heaps.
 
 torch takes a CPU tensor's memory from the C library's malloc. glibc's keeps freed blocks in its heaps for
 reuse, and raises its mmap threshold to the largest block freed so far (up to 32 MiB), so the recompute
 mode's (t, vocab) logits (28 MB at 140 GPT-2 tokens) and a pass's (steps, vocab) logits buffers come from
-heaps that then keep their high-water mark; each decoder of a pass is a thread (gptviz/lockstep.py), with
-a heap of its own. On a GPT-2-small-shape 128-token session that held over 200 MB freed but not returned
-(glibc's mallinfo2: 164 MB in use, 214 MB free in its heaps after the first pass), on top of each next pass.
+heaps that then keep their high-water mark; each decoder of a pass is a thread (gptviz/lockstep.py), which
+glibc gives a heap of its own. On a GPT-2-small-shape 128-token session that held over 200 MB freed but not
+returned after the first pass (glibc's mallinfo2: 164 MB in use, 214 MB free in its heaps), under the next one.
+
+The mmap threshold is left as it is: fixed below those logits, every recompute step would map and fault in
+fresh pages for them (20-50 ms per 28 MB on this machine, against a ~1 s step), inside the timed section.
 
 Elsewhere than glibc (macOS, musl) every function here does nothing.
 """
@@ -18,12 +21,9 @@ import functools
 import threading
 from collections.abc import Callable
 
-MMAP_THRESHOLD = 8 * 2**20  # bytes: blocks this big or bigger get pages of their own, unmapped when freed; this
-# is above every per-layer tensor of a GPT-2-small step (a recompute MLP activation at 1,024 tokens is 12.6 MB,
-# rarely: a step at 1,024 tokens takes seconds), so the timed steps seldom pay for fresh pages
 ARENA_MAX = 2  # glibc heaps shared by all threads: the decoders of a pass never run at once (lockstep), so
-# sharing costs them no waiting, and a freed block is reused by whichever decoder runs next
-_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # mallopt parameter numbers (glibc's malloc.h)
+# sharing costs them no waiting, and a block one decoder frees is reused by whichever runs next
+_M_ARENA_MAX = -8  # mallopt's parameter number (glibc's malloc.h)
 
 _tuned = threading.Lock()
 _done = False
@@ -42,14 +42,14 @@ def _glibc():
 
 
 def tune() -> bool:
-    """Set the mmap threshold and the arena count, once per process. Returns whether glibc took them."""
+    """Cap the number of malloc heaps, once per process. Returns whether glibc took it."""
     global _done
     libc = _glibc()
     if libc is None:
         return False
     with _tuned:
         if not _done:
-            _done = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) & bool(libc.mallopt(_M_ARENA_MAX, ARENA_MAX))
+            _done = bool(libc.mallopt(_M_ARENA_MAX, ARENA_MAX))
         return _done
 
 
