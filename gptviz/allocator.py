@@ -8,8 +8,10 @@ heaps that then keep their high-water mark; each decoder of a pass is a thread (
 glibc gives a heap of its own. On a GPT-2-small-shape 128-token session that held over 200 MB freed but not
 returned after the first pass (glibc's mallinfo2: 164 MB in use, 214 MB free in its heaps), under the next one.
 
-The mmap threshold is left as it is: fixed below those logits, every recompute step would map and fault in
-fresh pages for them (20-50 ms per 28 MB on this machine, against a ~1 s step), inside the timed section.
+The mmap threshold is left as it is. Fixed at 8 MiB, it took that session's server peak RSS from 1.48 to
+1.38 GB, but every recompute step then maps and faults in fresh pages for its logits inside the timed section:
+20-50 ms per 28 MB on a busy 2-core machine (3-10 ms reused from a heap), against ~0.1 s for a whole recompute
+step of 128 GPT-2 tokens (README, Performance), which would skew the speed-ups shown.
 
 Elsewhere than glibc (macOS, musl) every function here does nothing.
 """
