@@ -101,10 +101,11 @@ class Comparison:
             kv_allocated=np.array([sum(s.kv_allocated) for s in cached]),
             slice_delta=slice_delta, attn_row_delta=attention_delta)
 
-    def with_modes(self, steps: dict[str, list], logits: dict[str, torch.Tensor], cached_logits: torch.Tensor,
+    def with_modes(self, steps: dict[str, list], logits: dict[str, torch.Tensor], cached_logits: torch.Tensor | None,
                    own: dict[str, list[int]]) -> Comparison:
         """A copy with every mode's step times read again from ``steps`` (a timed pass was folded in) and the
-        modes of ``logits``, timed for the first time, compared with ``cached_logits`` of that same pass."""
+        modes of ``logits``, timed for the first time, compared with ``cached_logits`` of that same pass (None
+        when ``logits`` is empty: a pass that only times keeps no logits)."""
         chosen = self.token_id.tolist()
         agreement = dict(self.agreement)
         for mode, mode_logits in logits.items():

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from transformers import DynamicCache, StaticCache
 
-from gptviz import compare, cost
+from gptviz import allocator, compare, cost
 from gptviz.instrument import recording
 from gptviz.lockstep import Lockstep
 from gptviz.modes import Mode
@@ -41,13 +41,16 @@ AGREE = 1.10  # timed passes agree when each recompute mode's speed-up over the 
 # ``timing_only``: a pass that only times. It computes exactly what a recording pass computes (the
 # same attention kernel, so every pass times the same work and a step's fastest pass is a fair
 # minimum) but stores no attention rows, the part of a pass that costs memory and copies.
+# ``keep_logits=False``: no (steps, vocab) buffer of last-position logits (26 MB at 128 GPT-2 steps), for a
+# timing pass of a mode whose logits were compared already.
 # ------------------------------------------------------------------------------------------
 
 @torch.no_grad()
 def decode_cached(model, prompt_ids: torch.Tensor, choose, steps: int, cache_kind: str = "dynamic",
-                  record_attention: bool = True, on_step: Callable | None = None, timing_only: bool = False) -> Tape:
+                  record_attention: bool = True, on_step: Callable | None = None, timing_only: bool = False,
+                  keep_logits: bool = True) -> Tape:
     """KV cache: prefill the prompt once, then feed only the newest token; past keys/values are reused."""
-    tape = Tape(model, prompt_ids, steps, Mode.CACHED, record_attention and not timing_only, on_step)
+    tape = Tape(model, prompt_ids, steps, Mode.CACHED, record_attention and not timing_only, on_step, keep_logits)
     cache = make_cache(model, cache_kind, max_len=positions(len(prompt_ids), steps))  # static: no unused slot
     ids = prompt_ids[None]  # (1, prompt): the prefill pass
     for step in range(steps):
@@ -62,10 +65,11 @@ def decode_cached(model, prompt_ids: torch.Tensor, choose, steps: int, cache_kin
 
 @torch.no_grad()
 def decode_recompute(model, prompt_ids: torch.Tensor, choose, steps: int, logits_to_keep: int = 0,
-                     record_attention: bool = True, on_step: Callable | None = None, timing_only: bool = False) -> Tape:
+                     record_attention: bool = True, on_step: Callable | None = None, timing_only: bool = False,
+                     keep_logits: bool = True) -> Tape:
     """Naive re-evaluation: feed the whole sequence again every step; nothing is reused."""
     mode = Mode.RECOMPUTE_LAST if logits_to_keep == 1 else Mode.RECOMPUTE
-    tape = Tape(model, prompt_ids, steps, mode, record_attention and not timing_only, on_step)
+    tape = Tape(model, prompt_ids, steps, mode, record_attention and not timing_only, on_step, keep_logits)
     ids = prompt_ids[None]  # (1, prompt)
     for step in range(steps):
         with recording(model, record_attention) as rec:
@@ -160,6 +164,7 @@ def run(model, tokenizer, prompt: str, settings: DecodeSettings = DecodeSettings
     return result
 
 
+@allocator.around_pass
 def start(model, tokenizer, prompt: str, settings: DecodeSettings = DecodeSettings(), *,
           model_name: str = "model", on_step: Callable | None = None, limits: Limits = Limits()) -> Run:
     """The first pass: the cached decoder and the first recompute decoder of ``settings.modes``, attention
@@ -185,12 +190,15 @@ def start(model, tokenizer, prompt: str, settings: DecodeSettings = DecodeSettin
     return Run(prompt, settings, model_name, traces, table, text, timing=Timing(1, settings.timed_passes, complete))
 
 
+@allocator.around_pass
 def refine(model, tokenizer, result: Run, on_step: Callable | None = None) -> Run:
     """One more timed pass of every mode, nothing but the clock (and a new mode's logits) kept. Returns a new
     Run: ``result`` is left as it was (other sessions may be showing it)."""
     settings, cached = result.settings, result.cached
     prompt_ids = torch.tensor(cached.prompt_ids, dtype=torch.long)
-    tapes, own = decode_all(model, prompt_ids, settings, on_step, timing_only=True)
+    new = [m for m in settings.modes if m not in result.traces]  # compared with the cached logits of this pass
+    compared = {Mode.CACHED, *new} if new else set()
+    tapes, own = decode_all(model, prompt_ids, settings, on_step, timing_only=True, keep_logits=compared)
     if [s.token_id for s in tapes[Mode.CACHED].steps] != cached.token_ids:
         raise DecodeError("a timing pass chose other tokens than the first pass: this model does not decode "
                           "deterministically here, so its timings cannot be refined.")
@@ -200,9 +208,9 @@ def refine(model, tokenizer, result: Run, on_step: Callable | None = None) -> Ru
             traces[mode] = result.traces[mode].with_timings(tape.steps)  # a copy: steps' times folded in
         else:  # first timed here: its whole trace, without attention (only the full recompute's map is kept)
             traces[mode] = tape.to_trace(result.model_name, tokenizer, None)
-    new = {m: t for m, t in tapes.items() if m not in result.traces}
+    cached_logits = tapes[Mode.CACHED].logits if new else None
     table = result.comparison.with_modes({m: t.steps for m, t in traces.items()},
-                                         {m: tapes[m].logits for m in new}, tapes[Mode.CACHED].logits,
+                                         {m: tapes[m].logits for m in new}, cached_logits,
                                          {m: own[m] for m in new if m in own})
     passes = result.timing.passes + 1
     agreed = _agree(traces)
@@ -229,11 +237,12 @@ def _agree(traces: dict[Mode, Trace]) -> bool:
 
 def decode_all(model, prompt_ids: torch.Tensor, settings: DecodeSettings, on_step: Callable | None = None, *,
                modes: tuple[Mode, ...] | None = None,
-               timing_only: bool = False) -> tuple[dict[Mode, Tape], dict[Mode, list[int]]]:
+               timing_only: bool = False,
+               keep_logits: set[Mode] | None = None) -> tuple[dict[Mode, Tape], dict[Mode, list[int]]]:
     """One timed pass of ``modes`` (default: every mode of ``settings``), a step each in turn
     (gptviz/lockstep.py), so that other load on the machine hits them alike. The cached decoder chooses;
     each recompute decoder, a round behind, replays its tokens and notes what it would have chosen itself.
-    Returns the tapes and those own choices."""
+    Returns the tapes and those own choices. ``keep_logits``: the modes whose tapes keep logits (default: all)."""
     n, chosen, replays = settings.max_new_tokens, [], {}
 
     def begin(mode: Mode):
@@ -247,14 +256,15 @@ def decode_all(model, prompt_ids: torch.Tensor, settings: DecodeSettings, on_ste
 
             if mode == Mode.CACHED:
                 return decode_cached(model, prompt_ids, Sampler(settings), n, settings.cache,
-                                     settings.record_attention, stepped, timing_only)
+                                     settings.record_attention, stepped, timing_only, mode in logits_kept)
             # Both recompute variants record attention the same way: their timings differ only by logits_to_keep.
             replays[mode] = Replay(chosen, len(prompt_ids), judge=Sampler(settings))
             return decode_recompute(model, prompt_ids, replays[mode], n, mode.logits_to_keep,
-                                    settings.record_attention, stepped, timing_only)
+                                    settings.record_attention, stepped, timing_only, mode in logits_kept)
         return decode
 
     modes = [Mode(m) for m in (settings.modes if modes is None else modes)]
+    logits_kept = set(modes) if keep_logits is None else keep_logits
     tapes = Lockstep().run({m: (0 if m == Mode.CACHED else 1, begin(m)) for m in modes})
     return {m: tapes[m] for m in modes}, {m: r.own for m, r in replays.items()}
 

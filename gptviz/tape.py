@@ -29,21 +29,22 @@ class Tape:
     """
 
     def __init__(self, model, prompt_ids: torch.Tensor, steps: int, mode: str, record_attention: bool,
-                 on_step: Callable | None):
+                 on_step: Callable | None, keep_logits: bool = True):
         c = model.config
         self.mode, self.on_step, self.prompt_len = mode, on_step, len(prompt_ids)
         self.layers, self.heads, self.head_dim = c.n_layer, c.n_head, c.n_embd // c.n_head
         self.sequence = prompt_ids.clone()  # (t,) prompt + tokens chosen so far
         self.steps: list[Step] = []
+        self.keep_logits = keep_logits  # False: a timing pass of a mode already compared (no use for its logits)
         self._logits: torch.Tensor | None = None  # (steps, vocab) last-position logits, filled row by row
+        self.dtype = next(model.parameters()).dtype  # the compute dtype (of the logits, kept or not)
         self.max_steps = steps
         self.total_rows = positions(len(prompt_ids), steps)  # T: the last token chosen is never fed
         self.rows_stored = 0
         self.attention = None
         if record_attention:
-            dtype = next(model.parameters()).dtype
             self.attention = torch.zeros(c.n_layer, c.n_head, packed.size(self.total_rows),
-                                         dtype=dtype)  # (layers, heads, packed)
+                                         dtype=self.dtype)  # (layers, heads, packed)
             self.tril = packed.indices(self.total_rows)  # (2, packed): row and column of each entry
 
     def _store_rows(self, weights: list[torch.Tensor]) -> float | None:
@@ -80,9 +81,10 @@ class Tape:
             top_ids=top.indices.tolist(), top_logits=top.values.tolist(), slice_delta=delta,
             pass_seconds=[rec.seconds],
         ))
-        if self._logits is None:  # one buffer: no per-step clones to stack into a second copy later
-            self._logits = torch.empty(self.max_steps, logits.shape[-1], dtype=logits.dtype)
-        self._logits[step] = logits
+        if self.keep_logits:
+            if self._logits is None:  # one buffer: no per-step clones to stack into a second copy later
+                self._logits = torch.empty(self.max_steps, logits.shape[-1], dtype=logits.dtype)
+            self._logits[step] = logits
         self.sequence = torch.cat([self.sequence, token.view(1)])
         if self.on_step is not None:
             self.on_step(self.mode, step, int(token))
@@ -90,6 +92,8 @@ class Tape:
     @property
     def logits(self) -> torch.Tensor:
         """(steps so far, vocab) last-position logits in the compute dtype, for comparisons."""
+        if not self.keep_logits:
+            raise ValueError(f"this {self.mode} tape kept no logits (keep_logits=False)")
         return self._logits[: len(self.steps)]
 
     def compact(self, keep_attention: bool = True) -> None:
@@ -104,7 +108,7 @@ class Tape:
             s.top_texts = [tokenizer.decode([i]) for i in s.top_ids]
         prompt_ids = self.sequence[: self.prompt_len].tolist()
         return Trace(
-            mode=self.mode, model_name=model_name, dtype=str(self.logits[0].dtype).removeprefix("torch."),
+            mode=self.mode, model_name=model_name, dtype=str(self.dtype).removeprefix("torch."),
             cache_kind=cache_kind, prompt_ids=prompt_ids,
             prompt_tokens=[tokenizer.decode([i]) for i in prompt_ids], layers=self.layers, heads=self.heads,
             head_dim=self.head_dim, steps=self.steps,

@@ -73,6 +73,29 @@ def test_refine_adds_a_pass_without_touching_the_run_it_was_given(model, tokeniz
     assert second.recompute.attention is first.recompute.attention  # shared, not copied
 
 
+def test_a_timing_pass_keeps_logits_only_for_the_modes_it_compares_first(model, tokenizer, monkeypatch):
+    from gptviz import decoding
+
+    kept, decode_all = [], decoding.decode_all
+
+    def noted(*args, **kwargs):  # the real passes; which of their tapes hold a (steps, vocab) logits buffer
+        tapes, own = decode_all(*args, **kwargs)
+        kept.append({m for m, tape in tapes.items() if tape._logits is not None})
+        return tapes, own
+
+    monkeypatch.setattr(decoding, "decode_all", noted)
+    settings = DecodeSettings(max_new_tokens=6, timed_passes=3)
+    first = start(model, tokenizer, PROMPT, settings)
+    second = refine(model, tokenizer, first)
+    third = refine(model, tokenizer, second)
+    # The first pass compares recompute with the cache; the second, recompute-last (timed there first) with the
+    # cached logits of that same pass; the third compares nothing new, so it holds no logits at all.
+    assert kept == [{Mode.CACHED, Mode.RECOMPUTE}, {Mode.CACHED, Mode.RECOMPUTE_LAST}, set()]
+    for mode, agreement in second.comparison.agreement.items():  # the numbers shown stay those of their first pass
+        assert np.array_equal(third.comparison.agreement[mode].kl, agreement.kl)
+    assert third.traces[Mode.RECOMPUTE_LAST].dtype == first.cached.dtype == "float32"
+
+
 def test_passes_that_agree_stop_at_two(model, tokenizer, monkeypatch):
     _clocked(monkeypatch, model, lambda n, recompute: 0.01)  # every pass alike
     result = run(model, tokenizer, PROMPT, DecodeSettings(max_new_tokens=5, timed_passes=3))
