@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from transformers import DynamicCache, StaticCache
 
-from gptviz import allocator, compare, cost
+from gptviz import compare, cost
 from gptviz.instrument import recording
 from gptviz.lockstep import Lockstep
 from gptviz.modes import Mode
@@ -164,7 +164,6 @@ def run(model, tokenizer, prompt: str, settings: DecodeSettings = DecodeSettings
     return result
 
 
-@allocator.around_pass
 def start(model, tokenizer, prompt: str, settings: DecodeSettings = DecodeSettings(), *,
           model_name: str = "model", on_step: Callable | None = None, limits: Limits = Limits()) -> Run:
     """The first pass: the cached decoder and the first recompute decoder of ``settings.modes``, attention
@@ -190,7 +189,6 @@ def start(model, tokenizer, prompt: str, settings: DecodeSettings = DecodeSettin
     return Run(prompt, settings, model_name, traces, table, text, timing=Timing(1, settings.timed_passes, complete))
 
 
-@allocator.around_pass
 def refine(model, tokenizer, result: Run, on_step: Callable | None = None) -> Run:
     """One more timed pass of every mode, nothing but the clock (and a new mode's logits) kept. Returns a new
     Run: ``result`` is left as it was (other sessions may be showing it)."""
