@@ -208,7 +208,8 @@ def run_if_needed(settings: AppSettings, clicked: bool) -> None:
         return
     except serve.Unavailable as exc:  # Redis down or unreachable (GPTVIZ_REDIS_URL): say so, keep what is shown
         waiting.pop("pending", None)
-        st.error(f"**The server's shared queue is unavailable.** {exc}", icon=":material/cloud_off:")
+        kept_note = " Your previous run is still shown below." if current() is not None else ""
+        st.error(f"**The server's shared queue is unavailable.** {exc}{kept_note}", icon=":material/cloud_off:")
         return
     waiting.pop("pending", None)  # not on a page switch (Streamlit stops the script): rejoin then
     runs.pop(settings.key, None)  # re-insert: the newest run is the last one evicted

@@ -123,7 +123,7 @@ def connect(url: str) -> redis.Redis:
 
 def _gone(url: str, exc: Exception) -> Unavailable:
     return Unavailable(f"the shared queue (Redis at {url}) stopped answering ({exc.__class__.__name__}): the "
-                       "run cannot be followed. Try again in a minute; your last result is still shown.")
+                       "run cannot be followed. Try again in a minute.")
 
 
 def _text(value: bytes | str | None) -> str | None:
