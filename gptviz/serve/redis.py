@@ -681,8 +681,10 @@ class Worker:
     # ---- finishing -------------------------------------------------------------------------------
     def _finish(self, jid: str, kid: str, state: str, fields: dict) -> bool:
         flat = [str(x) for pair in {**fields, "finished_at": time.time()}.items() for x in pair]
-        return bool(self.client.eval(_FINISH, 2, self.k("job", jid), self.k("inflight", kid), jid, state,
-                                     json.dumps(flat), time.time(), PREFIX))
+        finished = bool(self.client.eval(_FINISH, 2, self.k("job", jid), self.k("inflight", kid), jid, state,
+                                         json.dumps(flat), time.time(), PREFIX))
+        self.client.expire(self.k("job", jid), RESULT_TTL)  # a finished job's record goes with its result
+        return finished
 
     def _store(self, jid: str, kid: str, kind: str, result: Any) -> bool:
         """Write the result, then finish the job (once); kept for later sessions within the TTL and budget."""
