@@ -18,8 +18,8 @@ threads, and sessions only wait for it:
   budget; ``fresh=True`` (the Run button: new timings) ignores a finished result but still joins
   a job in flight, which is a fresh run too.
 
-Streamlit-free: the app passes the decode as a function, and for each waiting session an id and a
-liveness check. Every job started, finished, skipped or dropped is logged on the ``gptviz.serve``
+Streamlit-free: the app passes the decode as a task (gptviz/serve/tasks.py), and for each waiting session
+an id and a liveness check. Every job started, finished, skipped or dropped is logged on the ``gptviz.serve``
 logger, one line each (``decode started`` / ``decode finished in X s`` for first results, ``refine
 …`` for refinements), which is how the load test counts decodes.
 
@@ -42,13 +42,12 @@ from typing import Any, Protocol
 
 import torch
 
+from gptviz.hosting import REDIS_URL as REDIS_URL_ENV  # the one home of every GPTVIZ_* name
+
 DEFAULT_MAX_BYTES = 256 * 2**20  # finished results kept for other sessions, by their own size
 CORES_PER_SLOT = 4  # one timed decode per 4 cores: 1 on a 2- or 4-core server, 4 on 16 cores
 RATE_MEMORY = 0.5  # weight of the newest run in the seconds-per-size estimate (exponential average)
 FIRST, REFINE = 0, 1  # job priorities: a student's first result, then timing refinements (lower runs first)
-
-
-from gptviz.hosting import REDIS_URL as REDIS_URL_ENV  # noqa: E402  (the one home of every GPTVIZ_* name)
 
 
 class Dropped(CancelledError):

@@ -107,6 +107,16 @@ return 1
 """
 
 
+def _key(*parts: str) -> str:
+    """A Redis key of gptviz's: ``_key("job", jid)`` is ``gptviz:job:<jid>``."""
+    return PREFIX + ":".join(parts)
+
+
+def _live_waiters(client: redis.Redis, jid: str) -> int:
+    """Waiters of ``jid`` whose heartbeat is fresh (any replica's)."""
+    return int(client.zcount(_key("waiters", jid), time.time() - WAITER_TTL, "+inf"))
+
+
 def connect(url: str) -> redis.Redis:
     """A client for ``url``, checked now: Unavailable with one clear line when nobody answers there (no
     fallback to this process alone: see gptviz.serve.connect)."""
@@ -224,8 +234,7 @@ class Server:
         self._beat = threading.Thread(target=self._heartbeat, name="gptviz-redis-waiters", daemon=True)
         self._beat.start()
 
-    def k(self, *parts: str) -> str:
-        return PREFIX + ":".join(parts)
+    k = staticmethod(_key)
 
     def _call(self, method: Callable, *args, **kwargs) -> Any:
         try:
@@ -380,7 +389,7 @@ class Server:
                 log.exception("gptviz.serve the waiters' heartbeat failed once")
 
     def _waiting(self, jid: str) -> int:
-        return int(self._call(self.client.zcount, self.k("waiters", jid), time.time() - WAITER_TTL, "+inf"))
+        return self._call(_live_waiters, self.client, jid)
 
     def _result(self, job: Job, timeout: float | None) -> Any:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -515,8 +524,7 @@ class Worker:
         except ERRORS:
             pass
 
-    def k(self, *parts: str) -> str:
-        return PREFIX + ":".join(parts)
+    k = staticmethod(_key)
 
     # ---- taking jobs ------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -576,10 +584,33 @@ class Worker:
                 f"this job stopped {deliveries - 1} workers part-way (killed or out of memory): not tried again.")})
             c.xack(stream, GROUP, entry)
             return
-        started = time.time()
-        queued_at = float(fields.get("queued_at") or started)
-        c.hset(job_key, mapping={"state": "running", "started_at": started, "worker": self.name,
-                                 "paused_seconds": 0})
+        running = self._start(fields, jid, stream, entry, deliveries)
+        began = time.monotonic()
+        try:
+            task = self.kinds[kind].task(json.loads(fields["args"]), self._stored)
+            result, error = task(running), None
+        except BaseException as exc:  # its waiters re-raise it; the worker goes on
+            result, error = None, exc
+        seconds = time.monotonic() - began - float(c.hget(job_key, "paused_seconds") or 0)
+        try:
+            if isinstance(error, Dropped) and self._stop.is_set():  # left pending: taken over once our beat stops
+                log.info("gptviz.serve %s left for another worker (this one stops) key=%s", word, kid)
+                return
+            outcome = self._outcome(running, fields, result, error, seconds)
+            c.xack(stream, GROUP, entry)
+        finally:
+            with self._mine_lock:
+                self._mine.pop(jid, None)
+        log.info("gptviz.serve %s finished in %.2fs %s decodes_executed=%d key=%s worker=%s", word, seconds, outcome,
+                 int(c.get(self.k("count", "decode")) or 0), kid, self.name)
+
+    def _start(self, fields: dict, jid: str, stream: str, entry: str, deliveries: int) -> _Running:
+        """Mark the job running here (its heartbeat claims it from now on) and log its start."""
+        c, started = self.client, time.time()
+        kid, priority = fields["key_id"], int(fields["priority"])
+        word = "decode" if priority == FIRST else "refine"
+        c.hset(self.k("job", jid), mapping={"state": "running", "started_at": started, "worker": self.name,
+                                            "paused_seconds": 0})
         c.zrem(self.k("queued"), jid)
         c.zadd(self.k("running"), {jid: started})
         with self._mine_lock:
@@ -590,42 +621,23 @@ class Worker:
         else:
             self.refines += 1
         log.info("gptviz.serve %s started %s_executed=%d waiters=%d queued=%d waited=%.2fs key=%s worker=%s%s",
-                 word, "decodes" if priority == FIRST else "refines", count, self._waiting(jid),
-                 int(c.zcard(self.k("queued"))), started - queued_at, kid, self.name,
-                 f" taken over (delivery {deliveries})" if deliveries > 1 else "")
-        running = _Running(self, jid, kid, kind, priority, stream, entry)
-        began = time.monotonic()
-        try:
-            task = self.kinds[kind].task(json.loads(fields["args"]), self._stored)
-            result, error = task(running), None
-        except BaseException as exc:  # its waiters re-raise it; the worker goes on
-            result, error = None, exc
-        paused = float(c.hget(job_key, "paused_seconds") or 0)
-        seconds = time.monotonic() - began - paused
-        if isinstance(error, Dropped) and self._stop.is_set():
-            with self._mine_lock:  # stopping: left pending, taken over by another worker once our beat stops
-                self._mine.pop(jid, None)
-            log.info("gptviz.serve %s left for another worker (this one stops) key=%s", word, kid)
-            return
-        try:
-            if error is None:
-                self._learn(fields["size_kind"], seconds / max(float(fields["size"]), 1e-9))
-                finished = self._store(jid, kid, kind, result)
-                outcome = "ok" if finished else "ok (already finished by another worker: not recorded)"
-            else:
-                state = "skipped" if isinstance(error, Dropped) else "error"
-                finished = self._finish(jid, kid, state, {"error_type": "Dropped" if isinstance(error, Dropped)
-                                                          else error.__class__.__name__, "error": str(error)})
-                if finished and state == "skipped":
-                    self.skipped = int(c.incr(self.k("count", "skipped")))
-                outcome = "dropped (nobody waiting)" if isinstance(error, Dropped) else \
-                    f"error={error.__class__.__name__}"
-            c.xack(stream, GROUP, entry)
-        finally:
-            with self._mine_lock:
-                self._mine.pop(jid, None)
-        log.info("gptviz.serve %s finished in %.2fs %s decodes_executed=%d key=%s worker=%s", word, seconds, outcome,
-                 int(c.get(self.k("count", "decode")) or 0), kid, self.name)
+                 word, "decodes" if priority == FIRST else "refines", count, _live_waiters(c, jid),
+                 int(c.zcard(self.k("queued"))), started - float(fields.get("queued_at") or started), kid,
+                 self.name, f" taken over (delivery {deliveries})" if deliveries > 1 else "")
+        return _Running(self, jid, kid, fields["kind"], priority, stream, entry)
+
+    def _outcome(self, job: _Running, fields: dict, result: Any, error: BaseException | None, seconds: float) -> str:
+        """Record how the job ended (its result stored, or its error), once; the word its log line ends with."""
+        if error is None:
+            self._learn(fields["size_kind"], seconds / max(float(fields["size"]), 1e-9))
+            finished = self._store(job.jid, job.key, job.kind, result)
+            return "ok" if finished else "ok (already finished by another worker: not recorded)"
+        dropped = isinstance(error, Dropped)
+        finished = self._finish(job.jid, job.key, "skipped" if dropped else "error",
+                                {"error_type": "Dropped" if dropped else error.__class__.__name__, "error": str(error)})
+        if finished and dropped:
+            self.skipped = int(self.client.incr(self.k("count", "skipped")))
+        return "dropped (nobody waiting)" if dropped else f"error={error.__class__.__name__}"
 
     def _deliveries(self, stream: str, entry: str) -> int:
         pending = self.client.xpending_range(stream, GROUP, entry, entry, 1)
@@ -641,10 +653,7 @@ class Worker:
         return self.kinds[kind].decode(data)
 
     def _abandoned(self, jid: str) -> bool:
-        return self._waiting(jid) == 0
-
-    def _waiting(self, jid: str) -> int:
-        return int(self.client.zcount(self.k("waiters", jid), time.time() - WAITER_TTL, "+inf"))
+        return _live_waiters(self.client, jid) == 0
 
     # ---- what a running task calls ------------------------------------------------------------
     def _report(self, job: _Running, progress: Any) -> None:
