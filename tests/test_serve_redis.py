@@ -109,6 +109,30 @@ def test_a_second_finish_of_a_job_is_refused(redis_url):
     assert client.hget(worker.k("job", "j1"), "state") == b"done"
 
 
+def test_a_result_the_worker_cannot_encode_ends_the_job_with_its_error_at_once(redis_url):
+    """Not left pending for other workers to take over and fail on again: one start, the error to the waiter."""
+    from dataclasses import replace
+
+    from tests.test_serve import KINDS, Fn
+
+    def refuse(result):
+        raise codec.CodecError("cannot write run: a test's unencodable value")
+
+    kinds = {"fn": replace(KINDS["fn"], encode=refuse)}
+    worker = shared.Worker(redis_url, slots=1, kinds=kinds).start()
+    server = shared.Server(redis_url, kinds=kinds)
+    try:
+        job = server.request("unencodable", Fn(lambda job: {"x": 1}), waiter="w")
+        began = time.monotonic()
+        with pytest.raises(RuntimeError, match="could not store this result.*unencodable value"):
+            job.result(WAIT)
+        assert time.monotonic() - began < shared.CLAIM_IDLE  # before any take-over could have happened
+        assert (worker.decodes, job.state) == (1, "done")  # "done": an error is how it ended
+    finally:
+        worker.stop(WAIT)
+        server.close()
+
+
 def test_redis_lost_during_a_wait_tells_the_waiting_session_within_seconds(tmp_path, tiny_gpt2):
     own = RedisProcess(tmp_path)  # this test's own redis-server: it is stopped part-way
     worker = shared.Worker(own.url, slots=1).start()

@@ -629,9 +629,14 @@ class Worker:
     def _outcome(self, job: _Running, fields: dict, result: Any, error: BaseException | None, seconds: float) -> str:
         """Record how the job ended (its result stored, or its error), once; the word its log line ends with."""
         if error is None:
-            self._learn(fields["size_kind"], seconds / max(float(fields["size"]), 1e-9))
-            finished = self._store(job.jid, job.key, job.kind, result)
-            return "ok" if finished else "ok (already finished by another worker: not recorded)"
+            try:
+                data = self.kinds[job.kind].encode(result)
+            except Exception as exc:  # a result that cannot cross processes ends the job now, not after retries
+                error = RuntimeError(f"the worker could not store this result ({exc.__class__.__name__}: {exc}).")
+            else:
+                self._learn(fields["size_kind"], seconds / max(float(fields["size"]), 1e-9))
+                finished = self._store(job.jid, job.key, data)
+                return "ok" if finished else "ok (already finished by another worker: not recorded)"
         dropped = isinstance(error, Dropped)
         finished = self._finish(job.jid, job.key, "skipped" if dropped else "error",
                                 {"error_type": "Dropped" if dropped else error.__class__.__name__, "error": str(error)})
@@ -695,9 +700,8 @@ class Worker:
         self.client.expire(self.k("job", jid), RESULT_TTL)  # a finished job's record goes with its result
         return finished
 
-    def _store(self, jid: str, kid: str, kind: str, result: Any) -> bool:
-        """Write the result, then finish the job (once); kept for later sessions within the TTL and budget."""
-        data = self.kinds[kind].encode(result)
+    def _store(self, jid: str, kid: str, data: bytes) -> bool:
+        """Write the encoded result, then finish the job (once); kept for later sessions within the TTL and budget."""
         keep = len(data) <= self.max_bytes
         self.client.set(self.k("out", jid), data, ex=RESULT_TTL if keep else WAIT_TTL)
         if not self._finish(jid, kid, "done", {}):
