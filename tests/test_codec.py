@@ -147,6 +147,51 @@ def test_a_value_of_another_type_than_its_hint_is_refused_on_write(runs):
         codec.dumps_run(keyed)
 
 
+@pytest.fixture(scope="module")
+def reports(lm):
+    """The two labs' reports a server stores beside runs."""
+    from gptviz import divergence, lab
+
+    return {"lab_report": lab.run(lm.model, lm.tokenizer, lab.LabSettings(max_new_tokens=5, window=4, sinks=1)),
+            "divergence_report": divergence.run(lm.model, lm.tokenizer,
+                                                divergence.DivergenceSettings(max_new_tokens=3))}
+
+
+@pytest.mark.parametrize("name", ["lab_report", "divergence_report"])
+def test_a_lab_s_report_comes_back_equal_and_only_as_what_was_asked(reports, name):
+    report = reports[name]
+    data = codec.dumps({"n": 1}, report)
+    meta, back = codec.loads(data, expect=type(report))
+    assert meta == {"n": 1} and back == report  # dataclass equality: every field, every variant or case
+    assert isinstance(back.settings, type(report.settings))
+    assert codec.dumps({"n": 1}, back) == data
+    with pytest.raises(CodecError, match=rf"holds a {name}, not the run asked for"):
+        codec.loads_run(data)
+    other = next(r for n, r in reports.items() if n != name)
+    with pytest.raises(CodecError, match=rf"holds a {name}, not the"):
+        codec.loads(data, expect=type(other))
+
+
+def test_a_type_this_build_does_not_know_is_refused(data):
+    with pytest.raises(CodecError, match=r"unknown type 'os_system' \(this build reads run, lab_report"):
+        codec.loads(edited(data, lambda top: top.__setitem__("type", "os_system")))
+    with pytest.raises(CodecError, match=r"a type names its value and a value has a type"):
+        codec.loads(edited(data, lambda top: top.__setitem__("type", None)))
+    with pytest.raises(CodecError, match=r"cannot write a dict: a result holds one of run, lab_report"):
+        codec.dumps({}, {"run": 1})
+
+
+def test_settings_travel_as_plain_json_and_are_checked_on_the_way_back(reports):
+    from gptviz import lab
+
+    settings = reports["lab_report"].settings
+    wire = json.loads(json.dumps(codec.to_json(settings)))
+    assert codec.from_json(wire, lab.LabSettings) == settings
+    wire["prefix_prompts"] = ["only one"]
+    with pytest.raises(CodecError, match=r"LabSettings\.prefix_prompts: expected a list of 2"):
+        codec.from_json(wire, lab.LabSettings)
+
+
 # ---- refusals ----------------------------------------------------------------------------------------------
 
 def entries(data: bytes) -> dict[str, bytes]:
@@ -204,10 +249,10 @@ def test_an_archive_without_meta_is_refused():
 
 
 @pytest.mark.parametrize("schema, said", [
-    (2, r"format version 2; this build of gptviz reads version 1 only"),
-    ("1", r"format version '1'; this build"),
+    (1, r"format version 1; this build of gptviz reads version 2 only"),
+    ("2", r"format version '2'; this build"),
     (True, r"format version True; this build"),
-    (None, r"no schema version; this build of gptviz reads version 1"),
+    (None, r"no schema version; this build of gptviz reads version 2"),
 ])
 def test_another_schema_version_is_refused(data, schema, said):
     def edit(top):
@@ -248,7 +293,7 @@ def test_a_pickled_object_array_is_refused_and_never_runs(data):
 ])
 def test_unknown_modes_are_refused(data, where, said):
     with pytest.raises(CodecError, match=said):
-        codec.loads(edited(data, lambda top: where(top["run"])))
+        codec.loads(edited(data, lambda top: where(top["value"])))
 
 
 @pytest.mark.parametrize("where, said", [
@@ -260,7 +305,7 @@ def test_unknown_modes_are_refused(data, where, said):
 ])
 def test_wrong_field_names_are_refused(data, where, said):
     with pytest.raises(CodecError, match=said):
-        codec.loads(edited(data, lambda top: where(top["run"])))
+        codec.loads(edited(data, lambda top: where(top["value"])))
 
 
 @pytest.mark.parametrize("where, said", [
@@ -284,7 +329,7 @@ def test_wrong_field_names_are_refused(data, where, said):
 ])
 def test_wrong_field_types_are_refused(data, where, said):
     with pytest.raises(CodecError, match=said):
-        codec.loads(edited(data, lambda top: where(top["run"])))
+        codec.loads(edited(data, lambda top: where(top["value"])))
 
 
 def test_the_top_of_meta_json_is_checked(data):

@@ -8,13 +8,14 @@ import pickle
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 import gptviz
-from gptviz import serve
+from gptviz import divergence, lab, serve
 from gptviz.serve import codec, tasks
 from gptviz.ui_state import AppSettings
 from tests.conftest import TINY_SOURCE, RedisProcess
@@ -54,6 +55,41 @@ def test_a_first_result_and_its_refinement_cross_processes_and_equal_a_local_run
     finally:
         worker.stop(WAIT)
         server.close()
+
+
+@pytest.mark.parametrize("task, settings", [
+    (tasks.CacheLab, lab.LabSettings(max_new_tokens=6, window=4, sinks=1)),
+    (tasks.DivergenceLab, divergence.DivergenceSettings(max_new_tokens=4)),
+], ids=["cache lab", "divergence lab"])
+def test_a_lab_s_report_crosses_processes_once_and_equals_a_local_run(redis_url, task, settings):
+    """The labs go through the shared queue too: one worker runs each for every replica, in the safe format."""
+    worker = shared.Worker(redis_url, slots=1).start()
+    server, other = shared.Server(redis_url), shared.Server(redis_url)
+    try:
+        lm = tasks.cached_model(gptviz.BUNDLED, "float32")
+        key = (task.kind, gptviz.BUNDLED, "float32", settings)
+        job = server.request(key, task(settings, gptviz.BUNDLED, "float32", lm.name), size=6)
+        report = job.result(WAIT)
+        local = task(settings, gptviz.BUNDLED, "float32", lm.name, lm)(LocalJob())
+        assert type(report) is type(local)
+        # Everything but wall times is the same computation on the same model: equal, field by field, all the way down.
+        assert timeless(asdict(report)) == timeless(asdict(local))
+        assert server.client.get(server.k("out", job.jid)).startswith(b"PK")  # the safe format, not a pickle
+        again = other.request(key, task(settings, gptviz.BUNDLED, "float32", lm.name), size=6)
+        assert again.state == "done" and worker.decodes == 1  # the other replica's session: the stored report
+    finally:
+        worker.stop(WAIT)
+        server.close()
+        other.close()
+
+
+def timeless(value):
+    """A report as plain data without its wall times (``seconds``, ``fresh_seconds``, … at every level)."""
+    if isinstance(value, dict):
+        return {k: timeless(v) for k, v in value.items() if not k.endswith("seconds")}
+    if isinstance(value, (list, tuple)):
+        return [timeless(v) for v in value]
+    return value
 
 
 class LocalJob:

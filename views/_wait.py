@@ -72,14 +72,15 @@ def ask_server(key: Hashable, task: serve.Task | Callable[[serve.JobHandle], Any
     return server().request(key, task, fresh=fresh, **request), request
 
 
-def shared_result(key: Hashable, compute: Callable[[serve.JobHandle], Any], *, size: float, size_kind: Hashable) -> Any:
-    """The server's result for ``key`` (another session's, if it has one), waited for without a progress bar."""
-    job, request = ask_server(key, compute, size=size, size_kind=size_kind)
+def shared_result(key: Hashable, task: serve.Task, *, size: float, size_kind: Hashable) -> Any:
+    """The server's result for ``key`` (another session's, if it has one), waited for without a progress bar; with
+    Redis, a worker runs ``task`` and every replica shares its result."""
+    job, request = ask_server(key, task, size=size, size_kind=size_kind)
     while True:
         try:
             return job.result()
         except serve.CancelledError:  # skipped while nobody seemed to wait: ask again
-            job = server().request(key, compute, **request)
+            job = server().request(key, task, **request)
 
 
 def _decode_with_progress(settings: AppSettings, fresh: bool) -> Result:

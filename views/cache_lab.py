@@ -4,6 +4,7 @@ import streamlit as st
 
 from gptviz import display, lab
 from gptviz.lab import figures, quanto
+from gptviz.serve import tasks
 from views._model import loaded
 from views._runs import require
 from views._style import chart, intro
@@ -16,7 +17,7 @@ def lab_report(lm, name: str, dtype: str, settings: lab.LabSettings) -> lab.LabR
     with st.spinner("Running every cache variant on this model: one job at a time on this server, shared by "
                     "every session asking for these settings…", show_time=True):
         key = ("lab", name, dtype, settings, quanto.state())  # int4/int2 join once the server's build is done
-        return shared_result(key, lambda job: lab.run(lm.model, lm.tokenizer, settings),
+        return shared_result(key, tasks.CacheLab(settings, name, dtype, lm.name, lm),
                              size=settings.max_new_tokens, size_kind=("lab", lm.name, dtype))
 
 

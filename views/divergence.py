@@ -4,6 +4,7 @@ import streamlit as st
 
 from gptviz import divergence
 from gptviz.divergence import figures
+from gptviz.serve import tasks
 from views._model import loaded
 from views._runs import require
 from views._style import chart, intro
@@ -17,7 +18,7 @@ def divergence_report(lm, name: str, dtype: str,
     with st.spinner("Running every case on this model: one job at a time on this server, shared by every session "
                     "asking for these settings…", show_time=True):
         return shared_result(("divergence", name, dtype, settings),
-                             lambda job: divergence.run(lm.model, lm.tokenizer, settings),
+                             tasks.DivergenceLab(settings, name, dtype, lm.name, lm),
                              size=settings.max_new_tokens, size_kind=("divergence", lm.name, dtype))
 
 

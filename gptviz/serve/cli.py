@@ -54,6 +54,9 @@ def command(args: argparse.Namespace) -> int:
     log.info("gptviz.serve worker: %d slot(s), %d torch thread(s) in all", worker.slots, used)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    from gptviz.lab import quanto
+
+    quanto.warm_in_background()  # the Cache lab's int4/int2 kernel, built once here as the app does (app.py)
     worker.start()
     try:
         stop.wait(args.seconds)

@@ -1,16 +1,18 @@
-"""A decoding result as bytes and back, safe to take from a store other machines can write (Redis).
+"""A decoding result or a lab's report as bytes and back, safe to take from a store other machines can write (Redis).
 
 Bytes from such a store must never become code execution, so nothing here pickles or unpickles. The format is
 one ``.npz``-style zip, uncompressed, that ``np.load(..., allow_pickle=False)`` opens:
 
-* ``meta.json``: UTF-8 JSON ``{"schema": SCHEMA, "kind": KIND, "meta": {...}, "run": {...} or null}``, every
-  scalar and list of the run by field name; where a field holds an array, ``{"array": NAME}``;
-* ``NAME.npy`` for each such array (the attention maps, the per-step comparison columns), written by numpy.
+* ``meta.json``: UTF-8 JSON ``{"schema": SCHEMA, "kind": KIND, "meta": {...}, "type": NAME or null, "value": {...}
+  or null}``, NAME one of ``value_types()`` (a run, the Cache lab's report, the Divergence lab's report), every scalar
+  and list of the value by field name; where a field holds an array, ``{"array": PATH}``;
+* ``PATH.npy`` for each such array (the attention maps, the per-step comparison columns), written by numpy.
 
 The schema is the dataclasses' own type hints (``Run`` in gptviz/decoding.py and what it holds: gptviz/trace.py,
-gptviz/compare.py, gptviz/settings.py): every field is written by name, and on load each must be there, named and
-typed as its hint says, or ``loads`` refuses with a CodecError that says where and what. So a new field travels
-without a change here, as long as its hint is one of the kinds ``_encode`` knows.
+gptviz/compare.py, gptviz/settings.py; ``LabReport`` in gptviz/lab/__init__.py; ``DivergenceReport`` in
+gptviz/divergence/__init__.py): every field is written by name, and on load each must be there, named and typed as
+its hint says, or ``loads`` refuses with a CodecError that says where and what. So a new field travels without a
+change here, as long as its hint is one of the kinds ``_encode`` knows.
 """
 
 from __future__ import annotations
@@ -30,11 +32,11 @@ import torch
 
 from gptviz.decoding import Run
 
-SCHEMA = 1  # format version: bump it when a change would make an older build misread a newer result
+SCHEMA = 2  # format version: bump it when a change would make an older build misread a newer result (2: typed values)
 KIND = "gptviz.result"  # meta.json's "kind": a zip of other JSON is not taken for a result
 META = "meta.json"  # the zip entry holding the JSON
 ARRAY_KINDS = "biuf"  # numpy dtype kinds an array may have: bool, signed, unsigned, floating (never object)
-_TOP = {"schema", "kind", "meta", "run"}  # meta.json's keys
+_TOP = {"schema", "kind", "meta", "type", "value"}  # meta.json's keys
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # every entry's timestamp: the same result gives the same bytes
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first bytes: an entry, or an empty archive
 _SCALARS = (bool, int, float, str)  # the JSON scalars a hint may name
@@ -44,18 +46,29 @@ class CodecError(ValueError):
     """Bytes that are not a result this build can read, or a value it cannot write; the message says which."""
 
 
-def dumps(meta: dict, run: Run | None) -> bytes:
-    """``meta`` (JSON: str keys; dict, list, str, int, float, bool, None) and ``run`` (or None) as one zip."""
+@cache
+def value_types() -> dict[str, type]:
+    """The values a result may hold, by the name meta.json gives them (and the root of every path it writes)."""
+    from gptviz.divergence import DivergenceReport  # the labs import this module's callers: named when first used
+    from gptviz.lab import LabReport
+
+    return {"run": Run, "lab_report": LabReport, "divergence_report": DivergenceReport}
+
+
+def dumps(meta: dict, value=None) -> bytes:
+    """``meta`` (JSON: str keys; dict, list, str, int, float, bool, None) and ``value`` (one of ``value_types()``,
+    or None) as one zip."""
     _check_json(meta, "meta")
     arrays: dict[str, np.ndarray] = {}
-    body = None if run is None else _encode(run, Run, "run", arrays)
-    text = json.dumps({"schema": SCHEMA, "kind": KIND, "meta": meta, "run": body})
+    name = None if value is None else _type_name(value)
+    body = None if value is None else _encode(value, type(value), name, arrays)
+    text = json.dumps({"schema": SCHEMA, "kind": KIND, "meta": meta, "type": name, "value": body})
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
         zf.writestr(zipfile.ZipInfo(META, _ZIP_TIME), text.encode())
-        for name, array in arrays.items():
+        for path, array in arrays.items():
             array = np.ascontiguousarray(array)  # copied only if it is not C-ordered: the header says C order
-            with zf.open(zipfile.ZipInfo(name + ".npy", _ZIP_TIME), "w", force_zip64=True) as entry:
+            with zf.open(zipfile.ZipInfo(path + ".npy", _ZIP_TIME), "w", force_zip64=True) as entry:
                 # What np.save writes (byte for byte), but the data goes in as a view: write_array would copy
                 # it with tobytes() first, a third of the time for a run's attention.
                 np.lib.format.write_array_header_1_0(entry, np.lib.format.header_data_from_array_1_0(array))
@@ -63,8 +76,9 @@ def dumps(meta: dict, run: Run | None) -> bytes:
     return out.getvalue()
 
 
-def loads(data: bytes) -> tuple[dict, Run | None]:
-    """What ``dumps`` wrote: (meta, run or None). Raises CodecError for anything else."""
+def loads(data: bytes, expect: type | None = None) -> tuple[dict, typing.Any]:
+    """What ``dumps`` wrote: (meta, value or None). Raises CodecError for anything else, and when ``expect`` is
+    given, for a value of another type."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CodecError(f"a result is bytes, got {type(data).__name__}.")
     data = bytes(data)
@@ -78,12 +92,20 @@ def loads(data: bytes) -> tuple[dict, Run | None]:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, KeyError) as exc:
         raise CodecError(f"not a readable gptviz result: {type(exc).__name__}: {exc}") from None
-    run = None
-    if top["run"] is not None:
-        run = _decode(top["run"], Run, "run", arrays)
+    value, name = None, top["type"]
+    if (name is None) != (top["value"] is None):
+        raise CodecError(f"{META}: a type names its value and a value has a type (type {name!r}, value "
+                         f"{'null' if top['value'] is None else 'given'}).")
+    if name is not None:
+        known = value_types()
+        if name not in known:
+            raise CodecError(f"{META}: unknown type {name!r} (this build reads {', '.join(known)}).")
+        if expect is not None and known[name] is not expect:
+            raise CodecError(f"this result holds a {name}, not the {_type_name(expect)} asked for.")
+        value = _decode(top["value"], known[name], name, arrays)
     if arrays:
         raise CodecError(f"arrays no field refers to: {', '.join(sorted(arrays))}.")
-    return top["meta"], run
+    return top["meta"], value
 
 
 def dumps_run(run: Run) -> bytes:
@@ -93,10 +115,32 @@ def dumps_run(run: Run) -> bytes:
 
 def loads_run(data: bytes) -> Run:
     """The run ``dumps_run`` (or ``dumps``) wrote; CodecError if the bytes hold none."""
-    _, run = loads(data)
+    _, run = loads(data, expect=Run)
     if run is None:
         raise CodecError("this result holds no run (only meta).")
     return run
+
+
+def to_json(value) -> dict:
+    """A dataclass of plain fields (settings: no arrays) as JSON, by its type hints: what a task's ``wire()`` sends."""
+    arrays: dict[str, np.ndarray] = {}
+    body = _encode(value, type(value), type(value).__name__, arrays)
+    if arrays:
+        raise CodecError(f"cannot write {', '.join(arrays)} as plain JSON: it holds arrays.")
+    return body
+
+
+def from_json(data, cls: type):
+    """``to_json`` undone for ``cls``, every field checked against its hint (CodecError says where)."""
+    return _decode(data, cls, cls.__name__, {})
+
+
+def _type_name(value) -> str:
+    cls = value if isinstance(value, type) else type(value)
+    for name, known in value_types().items():
+        if cls is known:
+            return name
+    raise CodecError(f"cannot write a {cls.__name__}: a result holds one of {', '.join(value_types())}.")
 
 
 # ---- reading the zip -------------------------------------------------------------------------------------------
@@ -173,9 +217,12 @@ def _kind(hint) -> tuple[str, tuple]:
         return "array", ()
     if dataclasses.is_dataclass(hint):
         return "dataclass", ()
+    if origin is tuple and Ellipsis not in args and args:
+        return "tuple", args  # fixed length, each place its own hint: tuple[str, str]
     if origin in (list, tuple):
         if origin is tuple and (len(args) != 2 or args[1] is not Ellipsis):
-            raise CodecError(f"the type hint {hint!r} is not one this codec knows (of tuples, only tuple[X, ...]).")
+            raise CodecError(f"the type hint {hint!r} is not one this codec knows (of tuples, tuple[X, ...] and "
+                             "tuple[X, Y]).")
         return "sequence", (origin, args[0])
     if origin is dict:
         return "mapping", args
@@ -212,6 +259,9 @@ def _encode(value, hint, path: str, arrays: dict[str, np.ndarray]):
         if item in _SCALARS and all(type(v) is item for v in value):  # the common case, at C speed
             return list(value)
         return [_encode(v, item, f"{path}[{i}]", arrays) for i, v in enumerate(value)]
+    if kind == "tuple":
+        _expect(isinstance(value, tuple) and len(value) == len(args), value, f"a tuple of {len(args)}", path, "write")
+        return [_encode(v, h, f"{path}[{i}]", arrays) for i, (v, h) in enumerate(zip(value, args))]
     if kind == "mapping":
         _expect(isinstance(value, dict), value, "dict", path, "write")
         out = {}
@@ -255,6 +305,9 @@ def _decode(value, hint, path: str, arrays: dict[str, np.ndarray]):
         if item in _SCALARS and all(type(v) is item for v in value):  # JSON gave exactly the type: nothing to do
             return sequence(value)
         return sequence(_decode(v, item, f"{path}[{i}]", arrays) for i, v in enumerate(value))
+    if kind == "tuple":
+        _expect(isinstance(value, list) and len(value) == len(args), value, f"a list of {len(args)}", path, "read")
+        return tuple(_decode(v, h, f"{path}[{i}]", arrays) for i, (v, h) in enumerate(zip(value, args)))
     if kind == "mapping":
         _expect(isinstance(value, dict), value, "a JSON object", path, "read")
         return {_decode(k, args[0], f"{path} key", arrays): _decode(v, args[1], f"{path}.{k}", arrays)

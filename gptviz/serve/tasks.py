@@ -3,8 +3,9 @@
 A task is called with its job (``task(job)``) in the process that asked for it (the in-process server), or
 rebuilt from ``task.kind`` and ``task.wire()`` (plain JSON) by a worker process (the Redis server,
 gptviz/serve/redis.py), which looks its kind up in ``KINDS``. A kind also says how its results and progress
-cross processes: the safe format of gptviz/serve/codec.py, never pickle. A task whose ``kind`` is None (a
-plain function, e.g. a lab) runs only in the process that asked for it.
+cross processes: the safe format of gptviz/serve/codec.py, never pickle. The labs' reports travel the same
+way (``CacheLab``, ``DivergenceLab``). A task whose ``kind`` is None (a plain function) runs only in the process
+that asked for it.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import gptviz
-from gptviz import hub
+from gptviz import divergence, hub, lab
 from gptviz.decoding import warm_up
 from gptviz.hosting import Policy
 from gptviz.ui_state import AppSettings
 
 FIRST_KIND, REFINE_KIND = "first", "refine"  # the kinds a worker process runs (KINDS below)
+LAB_KIND, DIVERGENCE_KIND = "lab", "divergence"  # the Cache lab's and the Divergence lab's reports
 MODELS_KEPT = 4  # loaded models one worker process keeps, by (source, dtype), like the app's model cache
 
 
@@ -161,6 +163,51 @@ class Refine:
         return result
 
 
+@dataclass
+class CacheLab:
+    """The Cache lab's report for one model and settings (gptviz.lab.run): every cache variant, timed."""
+
+    settings: lab.LabSettings
+    source: str  # what the student picked (a worker loads it the app's way)
+    dtype: str
+    model_name: str  # what the asking process loaded for it: a worker must run the same model
+    lm: gptviz.LoadedModel | None = field(default=None, repr=False)
+    kind: str = LAB_KIND
+
+    def wire(self) -> dict:
+        return _lab_wire(self)
+
+    def __call__(self, job) -> lab.LabReport:
+        lm = self.lm or _model_named(self.source, self.dtype, self.model_name)
+        return lab.run(lm.model, lm.tokenizer, self.settings)
+
+
+@dataclass
+class DivergenceLab:
+    """The Divergence lab's report for one model and settings (gptviz.divergence.run): every case."""
+
+    settings: divergence.DivergenceSettings
+    source: str
+    dtype: str
+    model_name: str
+    lm: gptviz.LoadedModel | None = field(default=None, repr=False)
+    kind: str = DIVERGENCE_KIND
+
+    def wire(self) -> dict:
+        return _lab_wire(self)
+
+    def __call__(self, job) -> divergence.DivergenceReport:
+        lm = self.lm or _model_named(self.source, self.dtype, self.model_name)
+        return divergence.run(lm.model, lm.tokenizer, self.settings)
+
+
+def _lab_wire(task: CacheLab | DivergenceLab) -> dict:
+    from gptviz.serve import codec
+
+    return {"settings": codec.to_json(task.settings), "source": task.source, "dtype": task.dtype,
+            "model_name": task.model_name}
+
+
 def _model_named(source: str, dtype: str, name: str) -> gptviz.LoadedModel:
     """This process's model for ``source``, refused when it is not the model the asking process decoded with
     (e.g. the app fell back to the bundled model while this worker reaches the Hub)."""
@@ -219,5 +266,21 @@ def _refine(args: dict, stored: Callable[[str], Any]) -> Refine:
     return Refine(result, str(args["first_key"]))
 
 
-KINDS: dict[str, Kind] = {FIRST_KIND: Kind(_first, _encode, _decode, _progress_parts, _progress_from),
-                          REFINE_KIND: Kind(_refine, _encode, _decode, _progress_parts, _progress_from)}
+def _lab_kind(task: type, settings: type, report: type) -> Kind:
+    """A lab as a kind: rebuilt from its settings' JSON, its report alone in the safe format, no progress."""
+    from gptviz.serve import codec
+
+    def rebuild(args: dict, stored: Callable[[str], Any]):
+        return task(codec.from_json(args["settings"], settings), str(args["source"]), str(args["dtype"]),
+                    str(args["model_name"]))
+
+    return Kind(rebuild, lambda report_: codec.dumps({}, report_), lambda data: codec.loads(data, expect=report)[1],
+                lambda progress: ({}, None), lambda part, result: None)
+
+
+KINDS: dict[str, Kind] = {
+    FIRST_KIND: Kind(_first, _encode, _decode, _progress_parts, _progress_from),
+    REFINE_KIND: Kind(_refine, _encode, _decode, _progress_parts, _progress_from),
+    LAB_KIND: _lab_kind(CacheLab, lab.LabSettings, lab.LabReport),
+    DIVERGENCE_KIND: _lab_kind(DivergenceLab, divergence.DivergenceSettings, divergence.DivergenceReport),
+}
