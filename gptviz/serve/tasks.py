@@ -16,7 +16,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import gptviz
 from gptviz import divergence, hub, lab
@@ -164,48 +164,43 @@ class Refine:
 
 
 @dataclass
-class CacheLab:
-    """The Cache lab's report for one model and settings (gptviz.lab.run): every cache variant, timed."""
+class _Lab:
+    """One lab's report for a model and settings, run where the model is (a worker, or this process)."""
 
-    settings: lab.LabSettings
+    settings: Any  # the lab's settings (lab.LabSettings, divergence.DivergenceSettings)
     source: str  # what the student picked (a worker loads it the app's way)
     dtype: str
     model_name: str  # what the asking process loaded for it: a worker must run the same model
-    lm: gptviz.LoadedModel | None = field(default=None, repr=False)
-    kind: str = LAB_KIND
+    lm: gptviz.LoadedModel | None = field(default=None, repr=False)  # the asking process's model (not sent)
+    run: ClassVar[Callable]  # the lab itself: run(model, tokenizer, settings) -> its report
 
     def wire(self) -> dict:
-        return _lab_wire(self)
+        from gptviz.serve import codec
 
-    def __call__(self, job) -> lab.LabReport:
+        return {"settings": codec.to_json(self.settings), "source": self.source, "dtype": self.dtype,
+                "model_name": self.model_name}
+
+    def __call__(self, job) -> Any:
         lm = self.lm or _model_named(self.source, self.dtype, self.model_name)
-        return lab.run(lm.model, lm.tokenizer, self.settings)
+        return type(self).run(lm.model, lm.tokenizer, self.settings)
 
 
 @dataclass
-class DivergenceLab:
-    """The Divergence lab's report for one model and settings (gptviz.divergence.run): every case."""
+class CacheLab(_Lab):
+    """The Cache lab (gptviz.lab.run): every cache variant on the same tokens."""
+
+    settings: lab.LabSettings
+    kind: str = LAB_KIND
+    run: ClassVar[Callable] = staticmethod(lab.run)
+
+
+@dataclass
+class DivergenceLab(_Lab):
+    """The Divergence lab (gptviz.divergence.run): every case against the prompt decoded alone."""
 
     settings: divergence.DivergenceSettings
-    source: str
-    dtype: str
-    model_name: str
-    lm: gptviz.LoadedModel | None = field(default=None, repr=False)
     kind: str = DIVERGENCE_KIND
-
-    def wire(self) -> dict:
-        return _lab_wire(self)
-
-    def __call__(self, job) -> divergence.DivergenceReport:
-        lm = self.lm or _model_named(self.source, self.dtype, self.model_name)
-        return divergence.run(lm.model, lm.tokenizer, self.settings)
-
-
-def _lab_wire(task: CacheLab | DivergenceLab) -> dict:
-    from gptviz.serve import codec
-
-    return {"settings": codec.to_json(task.settings), "source": task.source, "dtype": task.dtype,
-            "model_name": task.model_name}
+    run: ClassVar[Callable] = staticmethod(divergence.run)
 
 
 def _model_named(source: str, dtype: str, name: str) -> gptviz.LoadedModel:
@@ -266,16 +261,25 @@ def _refine(args: dict, stored: Callable[[str], Any]) -> Refine:
     return Refine(result, str(args["first_key"]))
 
 
-def _lab_kind(task: type, settings: type, report: type) -> Kind:
+def _lab_kind(task: type[_Lab], settings: type, report: type) -> Kind:
     """A lab as a kind: rebuilt from its settings' JSON, its report alone in the safe format, no progress."""
-    from gptviz.serve import codec
+    def rebuild(args: dict, stored: Callable[[str], Any]) -> _Lab:
+        from gptviz.serve import codec
 
-    def rebuild(args: dict, stored: Callable[[str], Any]):
         return task(codec.from_json(args["settings"], settings), str(args["source"]), str(args["dtype"]),
                     str(args["model_name"]))
 
-    return Kind(rebuild, lambda report_: codec.dumps({}, report_), lambda data: codec.loads(data, expect=report)[1],
-                lambda progress: ({}, None), lambda part, result: None)
+    def encode(value) -> bytes:
+        from gptviz.serve import codec
+
+        return codec.dumps({}, value)
+
+    def decode(data: bytes):
+        from gptviz.serve import codec
+
+        return codec.loads(data, expect=report)[1]
+
+    return Kind(rebuild, encode, decode, lambda progress: ({}, None), lambda part, result: None)
 
 
 KINDS: dict[str, Kind] = {
