@@ -202,6 +202,14 @@ def test_measured_kv_bytes_read_the_caches_contents_not_its_length_counter(model
     dynamic.layers[1].keys[:, :, 2, :] = 0.0  # a token whose key and value were lost
     dynamic.layers[1].values[:, :, 2, :] = 0.0
     assert kv_sizes(dynamic)[0] == [5 * per_slot, 4 * per_slot] + [5 * per_slot] * (c.n_layer - 2)
+    # A slot is empty only when every entry is zero: one NaN or one denormal in one head is a written slot.
+    dynamic.layers[1].values[:, 3, 2, 7] = float("nan")
+    assert kv_sizes(dynamic)[0][1] == 5 * per_slot
+    dynamic.layers[1].values[:, 3, 2, 7] = -0.0
+    dynamic.layers[1].keys[:, 0, 2, 0] = 1e-45  # float32's smallest denormal
+    assert kv_sizes(dynamic)[0][1] == 5 * per_slot
+    dynamic.layers[1].keys[:, 0, 2, 0] = -0.0  # negative zero is zero
+    assert kv_sizes(dynamic)[0][1] == 4 * per_slot
 
 
 def test_drift_zero_with_mask_large_without(model, tokenizer):
