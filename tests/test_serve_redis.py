@@ -234,6 +234,59 @@ def test_the_app_on_redis_shows_a_worker_s_result_and_its_refined_timing(monkeyp
         worker.stop(WAIT)
 
 
+@pytest.mark.parametrize("page, shown", [("views/cache_lab.py", "tokens after a"),
+                                         ("views/divergence.py", "Reference: the")],
+                         ids=["cache lab", "divergence lab"])
+def test_the_app_on_redis_shows_a_lab_a_worker_ran(monkeypatch, redis_url, page, shown):
+    """The page asks for the model's *source* (what a worker loads), keyed by the model it loaded: a worker given
+    the loaded model's display name instead could not load it (found in a browser walk of the labs on a cluster)."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv(serve.REDIS_URL_ENV, redis_url)
+    worker = shared.Worker(redis_url, slots=1).start()
+    try:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=WAIT)
+        at.query_params.update({"new": "4"})  # the bundled model: its display name is not a source
+        at.run()
+        at.switch_page(page).run()
+        assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
+        assert any(shown in c.value for c in at.caption)
+        assert worker.decodes == 2  # the first result, then the lab: both run by the worker, none by the app
+    finally:
+        worker.stop(WAIT)
+
+
+@pytest.mark.parametrize("page", ["views/cache_lab.py", "views/divergence.py"], ids=["cache lab", "divergence lab"])
+def test_a_lab_the_worker_cannot_run_or_a_lost_queue_is_one_line_not_a_traceback(monkeypatch, tmp_path, page):
+    """Force both bad cases: the worker loads another model for the source than the app did; then Redis goes."""
+    from dataclasses import replace as swap
+
+    own = RedisProcess(tmp_path)  # stopped part-way
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv(serve.REDIS_URL_ENV, own.url)
+    worker = shared.Worker(own.url, slots=1).start()
+    try:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=WAIT)
+        at.query_params.update({"new": "4"})
+        at.run()
+        real = tasks.cached_model
+        monkeypatch.setattr(tasks, "cached_model", lambda source, dtype: swap(real(source, dtype), name="another"))
+        at.switch_page(page).run()
+        assert not at.exception
+        assert [e.value for e in at.error] and "this worker loads another" in at.error[0].value
+        monkeypatch.setattr(tasks, "cached_model", real)
+        own.stop()
+        if page.endswith("divergence.py"):  # new settings: a new request
+            at.text_area(key="div_other").set_value(at.text_area(key="div_other").value + " again")
+        else:
+            at.number_input(key="lab_sinks").set_value(2)
+        at.run()
+        assert not at.exception
+        assert any("shared queue is unavailable" in e.value for e in at.error)
+    finally:
+        worker.stop(WAIT)
+        own.stop()
+
+
 def test_a_stored_result_is_never_unpickled(redis_url):
     """A store reachable over the network holding a pickle must not run it: the result is refused."""
     server = shared.Server(redis_url)

@@ -74,13 +74,20 @@ def ask_server(key: Hashable, task: serve.Task | Callable[[serve.JobHandle], Any
 
 def shared_result(key: Hashable, task: serve.Task, *, size: float, size_kind: Hashable) -> Any:
     """The server's result for ``key`` (another session's, if it has one), waited for without a progress bar; with
-    Redis, a worker runs ``task`` and every replica shares its result."""
-    job, request = ask_server(key, task, size=size, size_kind=size_kind)
-    while True:
-        try:
-            return job.result()
-        except serve.CancelledError:  # skipped while nobody seemed to wait: ask again
-            job = server().request(key, task, **request)
+    Redis, a worker runs ``task`` and every replica shares its result. What the worker could not do (load the
+    model), or a queue that went away, is one line on the page, which stops there; everything above it stays."""
+    try:
+        job, request = ask_server(key, task, size=size, size_kind=size_kind)
+        while True:
+            try:
+                return job.result()
+            except serve.CancelledError:  # skipped while nobody seemed to wait: ask again
+                job = server().request(key, task, **request)
+    except (gptviz.DecodeError, gptviz.ModelLoadError) as exc:
+        st.error(f"**Cannot run this:** {exc}")
+    except serve.Unavailable as exc:
+        st.error(f"**The server's shared queue is unavailable.** {exc}", icon=":material/cloud_off:")
+    st.stop()
 
 
 def _decode_with_progress(settings: AppSettings, fresh: bool) -> Result:

@@ -11,13 +11,15 @@ from views._style import chart, intro
 from views._wait import shared_result
 
 
-def lab_report(lm, name: str, dtype: str, settings: lab.LabSettings) -> lab.LabReport:
-    """From the server's queue (one timed job at a time): computed once per model + settings, for every session."""
+def lab_report(lm, source: str, dtype: str, settings: lab.LabSettings) -> lab.LabReport:
+    """From the server's queue (one timed job at a time): computed once per model + settings, for every session.
+    Keyed by the model loaded (``lm.name``, not the name asked for); a worker loads ``source`` and checks it is
+    that model."""
     lab.check(settings, lm.model.config, lm.tokenizer)  # a bad setting is refused at once, without queueing
     with st.spinner("Running every cache variant on this model: one job at a time on this server, shared by "
                     "every session asking for these settings…", show_time=True):
-        key = ("lab", name, dtype, settings, quanto.state())  # int4/int2 join once the server's build is done
-        return shared_result(key, tasks.CacheLab(settings, name, dtype, lm.name, lm),
+        key = ("lab", lm.name, dtype, settings, quanto.state())  # int4/int2 join once the server's build is done
+        return shared_result(key, tasks.CacheLab(settings, source, dtype, lm.name, lm),
                              size=settings.max_new_tokens, size_kind=("lab", lm.name, dtype))
 
 
@@ -43,7 +45,7 @@ s = result.settings
 settings = lab.LabSettings(prompt=s.prompt, max_new_tokens=s.max_new_tokens, window=int(window), sinks=int(sinks),
                            groups=int(groups), backends=tuple(backends))
 try:
-    report = lab_report(lm, lm.name, s.dtype, settings)  # by the model loaded, not the name asked for
+    report = lab_report(lm, s.source, s.dtype, settings)
     paged = report.paged(int(block))
     st.session_state["lab_good"] = (lm.name, s.dtype, settings, int(block))
 except lab.LabError as exc:
@@ -51,7 +53,7 @@ except lab.LabError as exc:
     good = st.session_state.get("lab_good")
     if good is None or good[:2] != (lm.name, s.dtype):
         st.stop()
-    report = lab_report(lm, *good[:3])  # the last good result, straight from the cache
+    report = lab_report(lm, s.source, s.dtype, good[2])  # the last good result, straight from the cache
     paged = report.paged(good[3])
 st.caption(f"{len(report.exact_tokens)} tokens after a {len(report.prompt_ids)}-token prompt; computed in "
            f"{report.seconds:.1f} s, shared by every session asking for these settings.")

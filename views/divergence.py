@@ -11,14 +11,16 @@ from views._style import chart, intro
 from views._wait import shared_result
 
 
-def divergence_report(lm, name: str, dtype: str,
+def divergence_report(lm, source: str, dtype: str,
                       settings: divergence.DivergenceSettings) -> divergence.DivergenceReport:
-    """From the server's queue (one timed job at a time): computed once per model + settings, for every session."""
+    """From the server's queue (one timed job at a time): computed once per model + settings, for every session.
+    Keyed by the model loaded (``lm.name``, not the name asked for); a worker loads ``source`` and checks it is
+    that model."""
     divergence.validate(settings, lm.tokenizer, lm.model.config)  # a bad setting is refused at once, unqueued
     with st.spinner("Running every case on this model: one job at a time on this server, shared by every session "
                     "asking for these settings…", show_time=True):
-        return shared_result(("divergence", name, dtype, settings),
-                             tasks.DivergenceLab(settings, name, dtype, lm.name, lm),
+        return shared_result(("divergence", lm.name, dtype, settings),
+                             tasks.DivergenceLab(settings, source, dtype, lm.name, lm),
                              size=settings.max_new_tokens, size_kind=("divergence", lm.name, dtype))
 
 
@@ -42,14 +44,14 @@ s = result.settings
 settings = divergence.DivergenceSettings(prompt=s.prompt, other_prompt=other, max_new_tokens=s.max_new_tokens,
                                          chunks=int(chunks))
 try:
-    report = divergence_report(lm, lm.name, s.dtype, settings)  # by the model loaded, not the name asked for
+    report = divergence_report(lm, s.source, s.dtype, settings)
     st.session_state["div_good"] = (lm.name, s.dtype, settings)
 except divergence.DivergenceError as exc:
     st.error(f"**Cannot run this:** {exc}")
     good = st.session_state.get("div_good")
     if good is None or good[:2] != (lm.name, s.dtype):
         st.stop()
-    report = divergence_report(lm, *good)  # the last good result, straight from the server's store
+    report = divergence_report(lm, s.source, s.dtype, good[2])  # the last good result, from the server's store
 st.caption(f"Reference: the {len(report.prompt_ids)}-token prompt alone ({report.attn_implementation} attention), "
            f"greedy, {len(report.reference_tokens)} tokens; the other prompt has {len(report.other_ids)}. Computed "
            f"in {report.seconds:.1f} s, shared by every session asking for these settings.")

@@ -446,8 +446,11 @@ def _error(kind: str | None, message: str | None) -> BaseException:
     import builtins
 
     import gptviz
+    from gptviz.divergence import DivergenceError
+    from gptviz.lab import LabError
 
-    ours = {"DecodeError": gptviz.DecodeError, "ModelLoadError": gptviz.ModelLoadError, "Dropped": Dropped}
+    ours = {"DecodeError": gptviz.DecodeError, "ModelLoadError": gptviz.ModelLoadError, "Dropped": Dropped,
+            "LabError": LabError, "DivergenceError": DivergenceError}  # the pages say what to change
     cls = ours.get(kind or "") or getattr(builtins, kind or "", None)
     if not (isinstance(cls, type) and issubclass(cls, Exception)):
         cls = RuntimeError
