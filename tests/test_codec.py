@@ -121,7 +121,7 @@ def test_meta_travels_beside_a_run_or_alone(runs):
     assert got == meta
     assert_same(runs["after refine"], back)
     assert codec.loads(codec.dumps(meta, None)) == (meta, None)
-    with pytest.raises(CodecError, match="holds no run"):
+    with pytest.raises(CodecError, match="holds no value, not the run asked for"):
         codec.loads_run(codec.dumps(meta, None))
 
 
@@ -179,6 +179,11 @@ def test_a_type_this_build_does_not_know_is_refused(data):
         codec.loads(edited(data, lambda top: top.__setitem__("type", None)))
     with pytest.raises(CodecError, match=r"cannot write a dict: a result holds one of run, lab_report"):
         codec.dumps({}, {"run": 1})
+    from gptviz.lab import LabReport
+
+    empty = codec.dumps({}, None)  # a kind that asks for a report must not be handed None
+    with pytest.raises(CodecError, match=r"holds no value, not the lab_report asked for"):
+        codec.loads(empty, expect=LabReport)
 
 
 def test_settings_travel_as_plain_json_and_are_checked_on_the_way_back(reports):

@@ -3,6 +3,7 @@ there, results that are never unpickled. A real redis-server on a random port (t
 queue's behaviour shared with the in-process backend is tested once for both in tests/test_serve.py.
 """
 
+import json
 import os
 import pickle
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -81,6 +83,27 @@ def test_a_lab_s_report_crosses_processes_once_and_equals_a_local_run(redis_url,
         worker.stop(WAIT)
         server.close()
         other.close()
+
+
+def test_a_worker_running_a_cache_lab_its_app_computed_with_int4_waits_for_its_own_build(monkeypatch):
+    """The key says int4/int2 were ready where it was asked: a worker whose build is still finishing waits for it
+    rather than store a report without them under that key (the state travels with the task)."""
+    import threading
+
+    from gptviz.lab import quanto
+
+    task = tasks.CacheLab(lab.LabSettings(), gptviz.BUNDLED, "float32", "m", quanto="ready")
+    rebuilt = tasks.KINDS[tasks.LAB_KIND].task(json.loads(json.dumps(task.wire())), lambda kid: None)
+    assert rebuilt == task and rebuilt.lm is None
+    finished = threading.Event()
+    build = threading.Thread(target=lambda: (time.sleep(0.5), finished.set()), daemon=True)
+    monkeypatch.setitem(quanto._state, "thread", build)
+    ran = []
+    monkeypatch.setattr(tasks.CacheLab, "run", staticmethod(lambda *args: ran.append(finished.is_set())))
+    monkeypatch.setattr(tasks, "_model_named", lambda *args: SimpleNamespace(model=None, tokenizer=None))
+    build.start()
+    rebuilt(LocalJob())
+    assert ran == [True]  # it ran after the build finished
 
 
 def timeless(value):

@@ -30,6 +30,7 @@ _lock = threading.Lock()
 _figures: collections.OrderedDict[tuple, go.Figure] = collections.OrderedDict()
 _keys_of: dict[int, set[tuple]] = {}  # id of an argument kept by identity -> the entries built from it
 _building: dict[tuple, threading.Event] = {}  # figures being built now -> set when done: one build per figure
+_forgotten: list[int] = []  # ids whose objects have gone, noted by their finalizers (see _forget)
 
 
 def styled(style: display.Style, build: Callable[..., go.Figure], *args: Any, **kwargs: Any) -> go.Figure:
@@ -46,6 +47,7 @@ def styled(style: display.Style, build: Callable[..., go.Figure], *args: Any, **
            *(("object", id(v)) if not _hashable(v) else v for v in values))
     while True:
         with _lock:
+            _drop_forgotten()
             figure = _figures.get(key)
             if figure is not None:
                 _figures.move_to_end(key)
@@ -74,6 +76,7 @@ def styled(style: display.Style, build: Callable[..., go.Figure], *args: Any, **
 
 def cached_count() -> int:
     with _lock:
+        _drop_forgotten()
         return len(_figures)
 
 
@@ -86,6 +89,13 @@ def _hashable(value: Any) -> bool:
 
 
 def _forget(ident: int) -> None:
-    with _lock:
-        for key in _keys_of.pop(ident, ()):
+    """A finalizer: it may run inside any allocation, even one made while this thread holds ``_lock``, so it only
+    notes the id (a list append needs no lock); the next caller holding the lock drops its entries."""
+    _forgotten.append(ident)
+
+
+def _drop_forgotten() -> None:
+    """With ``_lock`` held: the entries of objects that have gone."""
+    while _forgotten:
+        for key in _keys_of.pop(_forgotten.pop(), ()):
             _figures.pop(key, None)

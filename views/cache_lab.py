@@ -18,8 +18,9 @@ def lab_report(lm, source: str, dtype: str, settings: lab.LabSettings) -> lab.La
     lab.check(settings, lm.model.config, lm.tokenizer)  # a bad setting is refused at once, without queueing
     with st.spinner("Running every cache variant on this model: one job at a time on this server, shared by "
                     "every session asking for these settings…", show_time=True):
-        key = ("lab", lm.name, dtype, settings, quanto.state())  # int4/int2 join once the server's build is done
-        return shared_result(key, tasks.CacheLab(settings, source, dtype, lm.name, lm),
+        state = quanto.state()  # int4/int2 join once the server's build is done
+        return shared_result(("lab", lm.name, dtype, settings, state),
+                             tasks.CacheLab(settings, source, dtype, lm.name, lm, quanto=state),
                              size=settings.max_new_tokens, size_kind=("lab", lm.name, dtype))
 
 

@@ -104,6 +104,15 @@ def _background() -> None:
         _state.pop("thread")
 
 
+def wait_for_build(timeout: float = EXIT_WAIT) -> None:
+    """Wait, at most ``timeout`` s, for a build another thread of this process runs (a worker asked for a report
+    that the asking app computes with int4/int2: its own build is then finishing, not failing)."""
+    with _lock:
+        thread = _state.get("thread")
+    if thread is not None:
+        thread.join(timeout)
+
+
 def state() -> str:
     """'building', 'ready', 'unavailable' or 'not tried': a lab result computed in one state is not shown in another."""
     with _lock:

@@ -93,6 +93,10 @@ def loads(data: bytes, expect: type | None = None) -> tuple[dict, typing.Any]:
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, KeyError) as exc:
         raise CodecError(f"not a readable gptviz result: {type(exc).__name__}: {exc}") from None
     value, name = None, top["type"]
+    if expect is not None and expect not in value_types().values():
+        raise ValueError(f"expect must be one of {', '.join(c.__name__ for c in value_types().values())}")
+    if expect is not None and name is None:
+        raise CodecError(f"this result holds no value, not the {_type_name(expect)} asked for.")
     if (name is None) != (top["value"] is None):
         raise CodecError(f"{META}: a type names its value and a value has a type (type {name!r}, value "
                          f"{'null' if top['value'] is None else 'given'}).")
@@ -115,10 +119,7 @@ def dumps_run(run: Run) -> bytes:
 
 def loads_run(data: bytes) -> Run:
     """The run ``dumps_run`` (or ``dumps``) wrote; CodecError if the bytes hold none."""
-    _, run = loads(data, expect=Run)
-    if run is None:
-        raise CodecError("this result holds no run (only meta).")
-    return run
+    return loads(data, expect=Run)[1]
 
 
 def to_json(value) -> dict:

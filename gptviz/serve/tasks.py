@@ -191,7 +191,18 @@ class CacheLab(_Lab):
 
     settings: lab.LabSettings
     kind: str = LAB_KIND
+    quanto: str = ""  # the asking process's quanto.state(), part of its key: "ready" means int4/int2 must run here
     run: ClassVar[Callable] = staticmethod(lab.run)
+
+    def wire(self) -> dict:
+        return {**super().wire(), "quanto": self.quanto}
+
+    def __call__(self, job) -> lab.LabReport:
+        if self.lm is None and self.quanto == "ready":  # a worker: its own build may still be finishing
+            from gptviz.lab import quanto
+
+            quanto.wait_for_build()
+        return super().__call__(job)
 
 
 @dataclass
@@ -234,7 +245,7 @@ def _encode(result: Result) -> bytes:
 def _decode(data: bytes) -> Result:
     from gptviz.serve import codec
 
-    meta, run = codec.loads(data)
+    meta, run = codec.loads(data, expect=gptviz.Run)
     if "result" not in meta or run is None:
         raise ValueError("not a stored result: its run or its description is missing")
     return Result.from_meta(meta["result"], run)
@@ -266,8 +277,9 @@ def _lab_kind(task: type[_Lab], settings: type, report: type) -> Kind:
     def rebuild(args: dict, stored: Callable[[str], Any]) -> _Lab:
         from gptviz.serve import codec
 
+        extra = {"quanto": str(args["quanto"])} if "quanto" in args else {}  # the Cache lab's asking state
         return task(codec.from_json(args["settings"], settings), str(args["source"]), str(args["dtype"]),
-                    str(args["model_name"]))
+                    str(args["model_name"]), **extra)
 
     def encode(value) -> bytes:
         from gptviz.serve import codec
