@@ -92,16 +92,15 @@ def loads(data: bytes, expect: type | None = None) -> tuple[dict, typing.Any]:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, KeyError) as exc:
         raise CodecError(f"not a readable gptviz result: {type(exc).__name__}: {exc}") from None
-    value, name = None, top["type"]
-    if expect is not None and expect not in value_types().values():
-        raise ValueError(f"expect must be one of {', '.join(c.__name__ for c in value_types().values())}")
+    value, name, known = None, top["type"], value_types()
+    if expect is not None and expect not in known.values():
+        raise ValueError(f"expect must be one of {', '.join(c.__name__ for c in known.values())}")
     if expect is not None and name is None:
         raise CodecError(f"this result holds no value, not the {_type_name(expect)} asked for.")
     if (name is None) != (top["value"] is None):
         raise CodecError(f"{META}: a type names its value and a value has a type (type {name!r}, value "
                          f"{'null' if top['value'] is None else 'given'}).")
     if name is not None:
-        known = value_types()
         if name not in known:
             raise CodecError(f"{META}: unknown type {name!r} (this build reads {', '.join(known)}).")
         if expect is not None and known[name] is not expect:

@@ -173,12 +173,22 @@ class _Lab:
     model_name: str  # what the asking process loaded for it: a worker must run the same model
     lm: gptviz.LoadedModel | None = field(default=None, repr=False)  # the asking process's model (not sent)
     run: ClassVar[Callable]  # the lab itself: run(model, tokenizer, settings) -> its report
+    settings_type: ClassVar[type]  # what ``settings`` is, to rebuild it from JSON
+    report_type: ClassVar[type]  # what ``run`` returns, to load it from the store
 
     def wire(self) -> dict:
         from gptviz.serve import codec
 
         return {"settings": codec.to_json(self.settings), "source": self.source, "dtype": self.dtype,
                 "model_name": self.model_name}
+
+    @classmethod
+    def from_wire(cls, args: dict) -> _Lab:
+        """``wire()`` undone in a worker (no model: it loads ``source`` itself)."""
+        from gptviz.serve import codec
+
+        return cls(codec.from_json(args["settings"], cls.settings_type), str(args["source"]), str(args["dtype"]),
+                   str(args["model_name"]))
 
     def __call__(self, job) -> Any:
         lm = self.lm or _model_named(self.source, self.dtype, self.model_name)
@@ -193,9 +203,15 @@ class CacheLab(_Lab):
     kind: str = LAB_KIND
     quanto: str = ""  # the asking process's quanto.state(), part of its key: "ready" means int4/int2 must run here
     run: ClassVar[Callable] = staticmethod(lab.run)
+    settings_type: ClassVar[type] = lab.LabSettings
+    report_type: ClassVar[type] = lab.LabReport
 
     def wire(self) -> dict:
         return {**super().wire(), "quanto": self.quanto}
+
+    @classmethod
+    def from_wire(cls, args: dict) -> CacheLab:
+        return replace(super().from_wire(args), quanto=str(args["quanto"]))
 
     def __call__(self, job) -> lab.LabReport:
         if self.lm is None and self.quanto == "ready":  # a worker: its own build may still be finishing
@@ -212,6 +228,8 @@ class DivergenceLab(_Lab):
     settings: divergence.DivergenceSettings
     kind: str = DIVERGENCE_KIND
     run: ClassVar[Callable] = staticmethod(divergence.run)
+    settings_type: ClassVar[type] = divergence.DivergenceSettings
+    report_type: ClassVar[type] = divergence.DivergenceReport
 
 
 def _model_named(source: str, dtype: str, name: str) -> gptviz.LoadedModel:
@@ -245,9 +263,9 @@ def _encode(result: Result) -> bytes:
 def _decode(data: bytes) -> Result:
     from gptviz.serve import codec
 
-    meta, run = codec.loads(data, expect=gptviz.Run)
-    if "result" not in meta or run is None:
-        raise ValueError("not a stored result: its run or its description is missing")
+    meta, run = codec.loads(data, expect=gptviz.Run)  # refuses bytes without a run
+    if "result" not in meta:
+        raise ValueError("not a stored result: its description is missing")
     return Result.from_meta(meta["result"], run)
 
 
@@ -272,15 +290,8 @@ def _refine(args: dict, stored: Callable[[str], Any]) -> Refine:
     return Refine(result, str(args["first_key"]))
 
 
-def _lab_kind(task: type[_Lab], settings: type, report: type) -> Kind:
-    """A lab as a kind: rebuilt from its settings' JSON, its report alone in the safe format, no progress."""
-    def rebuild(args: dict, stored: Callable[[str], Any]) -> _Lab:
-        from gptviz.serve import codec
-
-        extra = {"quanto": str(args["quanto"])} if "quanto" in args else {}  # the Cache lab's asking state
-        return task(codec.from_json(args["settings"], settings), str(args["source"]), str(args["dtype"]),
-                    str(args["model_name"]), **extra)
-
+def _lab_kind(task: type[_Lab]) -> Kind:
+    """A lab as a kind: rebuilt from its wire, its report alone in the safe format, no progress."""
     def encode(value) -> bytes:
         from gptviz.serve import codec
 
@@ -289,14 +300,15 @@ def _lab_kind(task: type[_Lab], settings: type, report: type) -> Kind:
     def decode(data: bytes):
         from gptviz.serve import codec
 
-        return codec.loads(data, expect=report)[1]
+        return codec.loads(data, expect=task.report_type)[1]
 
-    return Kind(rebuild, encode, decode, lambda progress: ({}, None), lambda part, result: None)
+    return Kind(lambda args, stored: task.from_wire(args), encode, decode, lambda progress: ({}, None),
+                lambda part, result: None)
 
 
 KINDS: dict[str, Kind] = {
     FIRST_KIND: Kind(_first, _encode, _decode, _progress_parts, _progress_from),
     REFINE_KIND: Kind(_refine, _encode, _decode, _progress_parts, _progress_from),
-    LAB_KIND: _lab_kind(CacheLab, lab.LabSettings, lab.LabReport),
-    DIVERGENCE_KIND: _lab_kind(DivergenceLab, divergence.DivergenceSettings, divergence.DivergenceReport),
+    LAB_KIND: _lab_kind(CacheLab),
+    DIVERGENCE_KIND: _lab_kind(DivergenceLab),
 }
