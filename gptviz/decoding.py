@@ -189,7 +189,8 @@ def start(model, tokenizer, prompt: str, settings: DecodeSettings = DecodeSettin
                             provisional_passes=1) for mode, tape in tapes.items()}
     text = tokenizer.decode(cached.sequence[len(ids):].tolist())
     complete = len(first) == len(settings.modes) and settings.timed_passes == 1
-    return Run(prompt, settings, model_name, traces, table, text, timing=Timing(1, settings.timed_passes, complete))
+    info = {"torch_threads": torch.get_num_threads()}  # what its decoders ran with (gptviz/lockstep.py)
+    return Run(prompt, settings, model_name, traces, table, text, info, Timing(1, settings.timed_passes, complete))
 
 
 def refine(model, tokenizer, result: Run, on_step: Callable | None = None) -> Run:
@@ -216,7 +217,8 @@ def refine(model, tokenizer, result: Run, on_step: Callable | None = None) -> Ru
     passes = result.timing.passes + 1
     agreed = _agree(traces)
     timing = Timing(passes, result.timing.most, complete=passes >= result.timing.most or agreed, agreed=agreed)
-    return Run(result.prompt, settings, result.model_name, traces, table, result.text, dict(result.info), timing)
+    info = {**result.info, "torch_threads": torch.get_num_threads()}  # this pass's, as in ``start``
+    return Run(result.prompt, settings, result.model_name, traces, table, result.text, info, timing)
 
 
 def _agree(traces: dict[Mode, Trace]) -> bool:

@@ -73,6 +73,11 @@ def is_gain(ratio: float) -> bool:
     return ratio > 1.0
 
 
+def threads(count: int | None) -> str:
+    """The torch threads a run's decoders used, as a clause: ", with 1 torch thread" ("" when not recorded)."""
+    return "" if count is None else f", with {count} torch thread{'' if count == 1 else 's'}"
+
+
 def speedup(ratio: float) -> str:
     """A measured speed-up as a reader should take it (``is_gain``), short enough for a metric."""
     return f"{ratio:.1f}×" if is_gain(ratio) else NO_GAIN

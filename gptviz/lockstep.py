@@ -8,6 +8,10 @@ another one's choices (recompute replays the cached tokens) starts ``lag`` round
 
 The decoders themselves are unchanged: they hand over from their ``on_step`` callback, after a
 step's forward pass and choice, so the timed section of a step is exactly what it is alone.
+
+Each decoder's thread runs with the torch thread count of the thread that called ``run``. torch sets a new
+thread's count from the process-wide value then in force, which another job may have changed meanwhile
+(gptviz/serve/tasks.py: each model decodes with its own fastest count).
 """
 
 from __future__ import annotations
@@ -15,6 +19,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from typing import Any
+
+import torch
+
+
+def use_threads(count: int) -> None:
+    """Give the calling thread ``count`` torch threads, for good. torch sets a thread's count from the process-wide
+    value at the thread's first use (``get_num_threads`` included), so that happens first, then the count."""
+    torch.get_num_threads()
+    torch.set_num_threads(count)
 
 
 class _Stopped(BaseException):
@@ -36,8 +49,10 @@ class Lockstep:
         results: dict[str, Any] = {}
         errors: list[BaseException] = []
         finished: set[str] = set()
+        threads = torch.get_num_threads()  # this thread's count (not the process-wide value)
 
         def body(name: str, start) -> None:
+            use_threads(threads)
             try:
                 self._wait_for_turn(name)
                 results[name] = start(lambda: self._hand_over(name))
@@ -51,9 +66,9 @@ class Lockstep:
                     self._turn = None
                     self._cv.notify_all()
 
-        threads = [threading.Thread(target=body, args=(name, start), name=f"gptviz-lockstep-{name}", daemon=True)
+        workers = [threading.Thread(target=body, args=(name, start), name=f"gptviz-lockstep-{name}", daemon=True)
                    for name, (_, start) in decoders.items()]
-        for t in threads:
+        for t in workers:
             t.start()
         try:
             self._schedule({name: lag for name, (lag, _) in decoders.items()}, finished, errors)
@@ -61,7 +76,7 @@ class Lockstep:
             with self._cv:
                 self._stopped = True
                 self._cv.notify_all()
-            for t in threads:
+            for t in workers:
                 t.join()
         if errors:
             raise errors[0]

@@ -48,6 +48,7 @@ class LoadedModel:
     dtype: str  # "float32" | "float64"
     notice: str | None = None  # why a fallback happened, for the UI to show
     info: dict = field(default_factory=dict)
+    threads: int | None = None  # torch threads its decodes use on this server (serve.fastest_threads); None: as set
 
 
 def _load(where: Path, dtype: str) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerBase]:

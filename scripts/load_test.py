@@ -569,7 +569,7 @@ def scenario_b(args) -> dict:
             print(f"students whose speed-up is within ±30% of that: {len(within)}/{len(seen)}")
         return report(f"(b) {args.students} students, {args.students} different settings ({args.client}, "
                       f"{args.new} new tokens)", seen, server,
-                      ["all complete, each sees their place; median first result ≤ 30 s (N=30); "
+                      ["all complete, each sees their place; median first result ≤ 15 s (N=30); "
                        "peak RSS ≤ 1.0 GB; N=8 at 64 tokens: speed-ups within ±30% of the single-user value"])
     finally:
         server.stop()

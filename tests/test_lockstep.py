@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from gptviz.lockstep import Lockstep
+from gptviz.lockstep import Lockstep, use_threads
 
 
 def decoder(name: str, steps: int, log: list, fail_at: int | None = None):
@@ -38,3 +38,35 @@ def test_an_error_in_one_decoder_stops_the_others_and_is_raised():
         Lockstep().run({"a": (0, decoder("a", 5, log)), "b": (1, decoder("b", 5, log, fail_at=1))})
     assert ("a", 4) not in [(name, step) for name, step, _ in log]  # a was stopped, not run to the end
     assert not [t for t in threading.enumerate() if t.name.startswith("gptviz-lockstep-")]
+
+
+def test_decoders_run_with_the_calling_threads_torch_count_not_the_process_wide_one():
+    # A thread's torch count is fixed at its first parallel op from the process-wide value, which another job may
+    # have changed meanwhile (gptviz/serve/tasks.py sets each model's own count): the decoders must take the
+    # caller's. Without the capture they took the process-wide 2 here.
+    import torch
+
+    counts: dict = {}
+    ready, changed = threading.Event(), threading.Event()
+
+    def counting(name):
+        def start(step_done):
+            counts[name] = torch.get_num_threads()
+            step_done()
+        return start
+
+    def caller():
+        use_threads(1)  # this thread's count for good (the process-wide one, for now, too)
+        ready.set()
+        changed.wait(10)
+        Lockstep().run({"a": (0, counting("a")), "b": (1, counting("b"))})
+
+    before = torch.get_num_threads()
+    thread = threading.Thread(target=caller)
+    thread.start()
+    ready.wait(10)
+    torch.set_num_threads(2)  # another job sets the process-wide count before the caller's decoders start
+    changed.set()
+    thread.join(10)
+    torch.set_num_threads(before)
+    assert counts == {"a": 1, "b": 1}

@@ -100,7 +100,7 @@ def test_a_worker_running_a_cache_lab_its_app_computed_with_int4_waits_for_its_o
     monkeypatch.setitem(quanto._state, "thread", build)
     ran = []
     monkeypatch.setattr(tasks.CacheLab, "run", staticmethod(lambda *args: ran.append(finished.is_set())))
-    monkeypatch.setattr(tasks, "_model_named", lambda *args: SimpleNamespace(model=None, tokenizer=None))
+    monkeypatch.setattr(tasks, "_model_named", lambda *args: SimpleNamespace(model=None, tokenizer=None, threads=None))
     build.start()
     rebuilt(LocalJob())
     assert ran == [True]  # it ran after the build finished

@@ -38,10 +38,12 @@ cols[3].metric("Bandwidth floor per cached step", f"{floor * 1000:.2f} ms",
 chart("step_times", "the cached steps stay flat as the text "
       "grows, the recompute steps climb; on a small model both sit near the fixed cost of a call.",
       plots.step_times, run, floor_seconds=floor)
-st.caption(f"Wall-clock times on this computer; {run.timing.describe()}. The modes take turns step by step, so "
-           "that anything else running hits them alike; each point is a step's fastest pass and its bar reaches the "
-           "slowest." + ("" if run.timing.complete else " More timed passes are running; these numbers update by "
-                         "themselves, and the last-position variant joins with the next pass."))
+threads = run.info.get("torch_threads")  # absent from a run stored before it was recorded
+st.caption(f"Wall-clock times on this computer{display.threads(threads)}; {run.timing.describe()}. The modes take "
+           "turns step by step, so that anything else running hits them alike; each point is a step's fastest pass "
+           "and its bar reaches the slowest." + ("" if run.timing.complete else " More timed passes are running; "
+                                                 "these numbers update by themselves, and the last-position variant "
+                                                 "joins with the next pass."))
 if summary.busy:
     st.warning(f"The machine was busy during this run: the steps' median times were {summary.timing_spread - 1:.0%} "
                "above their fastest. The speed-up uses each step's fastest pass; press **Run** for a fresh "

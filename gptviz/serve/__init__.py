@@ -33,8 +33,10 @@ chosen by ``GPTVIZ_REDIS_URL=redis://host:port/db`` (``connect``). What a job ru
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
@@ -94,6 +96,56 @@ def set_torch_threads(slots: int) -> int:
                 torch.set_num_threads(max(1, cores() // slots))
             _threads_set = torch.get_num_threads()
         return _threads_set
+
+
+FEWER_THREADS_GAIN = 0.9  # fewer threads are chosen only if they decode in at most this fraction of the time
+
+
+def fastest_threads(model, tokenizer, most: int | None = None) -> int:
+    """The torch thread count, of ``most`` (the count in force) and its halvings down to 1, that decodes ``model``
+    fastest on this machine: a short first pass timed with each, best of two, alternating.
+
+    A small model's ops are too short to split across cores, and the split itself then costs more than it saves
+    (README: "Threads per decode"). The fewer threads win only by a clear margin (``FEWER_THREADS_GAIN``), so noise
+    keeps the count in force. OMP_NUM_THREADS, when the operator set it, wins. Leaves this thread at ``most``.
+    """
+    from gptviz.decoding import DecodeSettings, start  # gptviz.decoding does not import the server
+    from gptviz.lockstep import use_threads
+
+    most = torch.get_num_threads() if most is None else most
+    counts = [most]
+    while counts[-1] > 1:
+        counts.append(counts[-1] // 2)
+    if len(counts) == 1 or os.environ.get("OMP_NUM_THREADS"):
+        return most
+    settings = DecodeSettings(max_new_tokens=4, timed_passes=1)
+    best = dict.fromkeys(counts, float("inf"))
+    try:
+        for _ in range(2):
+            for n in counts:
+                use_threads(n)  # this thread's count, which the decode's own threads take
+                started = time.perf_counter()
+                start(model, tokenizer, "Warm up.", settings)
+                best[n] = min(best[n], time.perf_counter() - started)
+    finally:
+        use_threads(most)
+    chosen = fewest_fast_threads(best)
+    timed = ", ".join(f"{n}: {seconds:.3f} s" for n, seconds in best.items())
+    logging.getLogger(__name__).info("gptviz.serve %s decodes with %d torch thread(s) (a short first pass took %s)",
+                                     model.config.name_or_path or "the model", chosen, timed)
+    return chosen
+
+
+def fewest_fast_threads(seconds: dict[int, float]) -> int:
+    """The choice of ``fastest_threads`` from a decode's best time with each count (the count in force first, then
+    its halvings): going down, each halving must beat the count above it by the margin, or the descent stops."""
+    counts = list(seconds)
+    chosen = counts[0]
+    for n in counts[1:]:
+        if seconds[n] > FEWER_THREADS_GAIN * seconds[chosen]:
+            break
+        chosen = n
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -180,4 +232,4 @@ def connect(url: str | None = None, **kwargs) -> Backend:
 
 __all__ = ["DEFAULT_MAX_BYTES", "FIRST", "REDIS_URL_ENV", "REFINE", "Backend", "CancelledError", "Dropped", "Job",
            "JobHandle", "Place", "Server", "Task", "Unavailable", "connect", "cores", "default_slots", "key_id",
-           "set_torch_threads"]
+           "fastest_threads", "fewest_fast_threads", "set_torch_threads"]

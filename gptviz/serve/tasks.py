@@ -19,9 +19,10 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar
 
 import gptviz
-from gptviz import divergence, hub, lab
+from gptviz import divergence, hub, lab, serve
 from gptviz.decoding import warm_up
 from gptviz.hosting import Policy
+from gptviz.lockstep import use_threads
 from gptviz.ui_state import AppSettings
 
 FIRST_KIND, REFINE_KIND = "first", "refine"  # the kinds a worker process runs (KINDS below)
@@ -78,7 +79,15 @@ def load_model(source: str, dtype: str, on_progress: hub.Progress | None = None)
     policy.check_source(source)  # a shared server loads only its allow-listed models
     lm = gptviz.load(source, dtype, fallback_to_bundled=True, allow_local=policy.allow_local, on_progress=on_progress)
     warm_up(lm.model, lm.tokenizer)
+    lm.threads = serve.fastest_threads(lm.model, lm.tokenizer, serve.set_torch_threads(serve.default_slots()))
     return lm
+
+
+def _threads(lm: gptviz.LoadedModel) -> None:
+    """Run this job's decodes with ``lm``'s own thread count: this worker thread's own (torch's count is per thread
+    once set), which its decoders' threads take (gptviz/lockstep.py), whatever another job sets meanwhile."""
+    if lm.threads is not None:
+        use_threads(lm.threads)
 
 
 _models: OrderedDict[tuple[str, str], gptviz.LoadedModel] = OrderedDict()
@@ -125,6 +134,7 @@ class FirstPass:
                                              f"{settings.max_new_tokens}", settings.prompt + "".join(produced)))
             job.checkpoint()  # a first result never steps aside; it stops only when the server does
 
+        _threads(lm)
         started = time.perf_counter()
         run = gptviz.start(lm.model, lm.tokenizer, settings.prompt, decode, model_name=lm.name, on_step=on_step,
                            limits=self.limits)
@@ -155,6 +165,7 @@ class Refine:
                                                 f"{result.settings.max_new_tokens}", "", result))
             job.checkpoint()
 
+        _threads(lm)
         while not result.run.timing.complete:
             started = time.perf_counter()
             run = gptviz.refine(lm.model, lm.tokenizer, result.run, on_step=on_step)
@@ -192,6 +203,7 @@ class _Lab:
 
     def __call__(self, job) -> Any:
         lm = self.lm or _model_named(self.source, self.dtype, self.model_name)
+        _threads(lm)
         return type(self).run(lm.model, lm.tokenizer, self.settings)
 
 
