@@ -34,6 +34,7 @@ def server() -> serve.Backend:
     process, or every replica's through Redis ($GPTVIZ_REDIS_URL; gptviz/serve/__init__.py)."""
     decodes = serve.connect(nbytes=lambda result: result.nbytes())  # runs, labs
     threads = serve.set_torch_threads(decodes.slots)
+    serve.share_the_gil_often()  # its decodes run beside every session's page draws
     log = logging.getLogger(serve.__name__)
     if not log.handlers:  # an operator's log line per decode, on the server's stdout
         log.addHandler(logging.StreamHandler(sys.stdout))
