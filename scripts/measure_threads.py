@@ -69,9 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     lm = gptviz.load(args.source)
     warm_up(lm.model, lm.tokenizer)
     settings = DecodeSettings(max_new_tokens=args.tokens, timed_passes=1)
-    counts = [most]
-    while counts[-1] > 1:
-        counts.append(counts[-1] // 2)
+    counts = serve.thread_counts(most)
     print(f"{lm.name}, {args.tokens} new tokens, first pass, best of {args.reps}; {serve.cores()} cores")
     alone = {}
     for n in counts:

@@ -25,6 +25,18 @@ class CharTokenizer:
         return "".join(chr(33 + int(i) % 94) for i in ids)
 
 
+class LocalJob:
+    """The job a task sees when called directly in this process (gptviz/serve/tasks.py)."""
+
+    progress = None
+
+    def report(self, progress):
+        self.progress = progress
+
+    def checkpoint(self):
+        pass
+
+
 def tiny_loaded(source: str, dtype: str = "float32") -> gptviz.LoadedModel:
     model = models.random_model(layers=2, heads=2, d_model=32, vocab=256, context=256, seed=0, dtype=dtype)
     return models.loaded_model(model, CharTokenizer(256), source, "tiny random GPT-2 (test)", dtype)

@@ -20,7 +20,7 @@ import gptviz
 from gptviz import divergence, lab, serve
 from gptviz.serve import codec, tasks
 from gptviz.ui_state import AppSettings
-from tests.conftest import TINY_SOURCE, RedisProcess
+from tests.conftest import TINY_SOURCE, LocalJob, RedisProcess
 
 shared = pytest.importorskip("gptviz.serve.redis")  # redis-py (requirements.txt)
 
@@ -113,18 +113,6 @@ def timeless(value):
     if isinstance(value, (list, tuple)):
         return [timeless(v) for v in value]
     return value
-
-
-class LocalJob:
-    """The job a task sees when called directly in this process."""
-
-    progress = None
-
-    def report(self, progress):
-        self.progress = progress
-
-    def checkpoint(self):
-        pass
 
 
 def test_a_worker_killed_mid_decode_is_taken_over_and_the_job_finishes_once(redis_url, tmp_path):

@@ -12,7 +12,7 @@ from gptviz import serve
 from gptviz.lockstep import use_threads
 from gptviz.serve import tasks
 from gptviz.ui_state import AppSettings
-from tests.conftest import TINY_SOURCE, tiny_loaded
+from tests.conftest import TINY_SOURCE, LocalJob, tiny_loaded
 
 
 def test_fewer_threads_are_chosen_only_when_they_are_clearly_faster():
@@ -64,18 +64,9 @@ def test_a_job_decodes_with_its_models_count_whatever_the_process_wide_count(own
     lm.threads = own
     out = {}
 
-    class Job:
-        progress = None
-
-        def report(self, progress):
-            self.progress = progress
-
-        def checkpoint(self):
-            pass
-
     def on_a_new_thread(name, task):
         use_threads(3 - own)
-        thread = threading.Thread(target=lambda: out.update({name: task(Job())}))
+        thread = threading.Thread(target=lambda: out.update({name: task(LocalJob())}))
         thread.start()
         thread.join(60)
         return out[name]

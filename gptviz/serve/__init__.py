@@ -107,7 +107,7 @@ def share_the_gil_often() -> None:
 
     A decode gives up the GIL for every torch op (microseconds each) and must take it back from whichever thread
     holds it then; CPython lets that thread keep it for up to the switch interval. Beside one busy Python thread,
-    a bundled first pass took 250× as long at CPython's 5 ms (README: "Threads per decode"); beside a class's page
+    a bundled first pass took over 200× as long at CPython's 5 ms (scripts/measure_threads.py); beside a class's page
     draws, it times every mode slower by about the same amount, which squeezes the speed-up a student sees.
     """
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
@@ -117,21 +117,27 @@ FEWER_THREADS_GAIN = 0.9  # fewer threads are chosen only if they decode in at m
 THREAD_SECONDS, THREAD_ROUNDS = 0.5, 10  # fastest_threads times rounds of every count until either is spent
 
 
+def thread_counts(most: int) -> list[int]:
+    """The counts ``fastest_threads`` chooses from: ``most``, then its halvings down to 1 (``[4, 2, 1]``)."""
+    counts = [most]
+    while counts[-1] > 1:
+        counts.append(counts[-1] // 2)
+    return counts
+
+
 def fastest_threads(model, tokenizer, most: int | None = None) -> int:
     """The torch thread count, of ``most`` (the count in force) and its halvings down to 1, that decodes ``model``
     fastest on this machine: a short first pass timed with each in turn, the best of each count's rounds.
 
     A small model's ops are too short to split across cores, and the split itself then costs more than it saves
-    (README: "Threads per decode"). The fewer threads win only by a clear margin (``FEWER_THREADS_GAIN``), so noise
+    (scripts/measure_threads.py). The fewer threads win only by a clear margin (``FEWER_THREADS_GAIN``), so noise
     keeps the count in force. OMP_NUM_THREADS, when the operator set it, wins. Leaves this thread at ``most``.
     """
     from gptviz.decoding import DecodeSettings, start  # gptviz.decoding does not import the server
     from gptviz.lockstep import use_threads
 
     most = torch.get_num_threads() if most is None else most
-    counts = [most]
-    while counts[-1] > 1:
-        counts.append(counts[-1] // 2)
+    counts = thread_counts(most)
     if len(counts) == 1 or os.environ.get("OMP_NUM_THREADS"):
         return most
     settings = DecodeSettings(max_new_tokens=4, timed_passes=1)
@@ -250,4 +256,5 @@ def connect(url: str | None = None, **kwargs) -> Backend:
 
 __all__ = ["DEFAULT_MAX_BYTES", "FIRST", "REDIS_URL_ENV", "REFINE", "Backend", "CancelledError", "Dropped", "Job",
            "JobHandle", "Place", "Server", "Task", "Unavailable", "connect", "cores", "default_slots", "key_id",
-           "fastest_threads", "fewest_fast_threads", "set_torch_threads", "share_the_gil_often"]
+           "fastest_threads", "fewest_fast_threads", "set_torch_threads", "share_the_gil_often",
+           "thread_counts"]
