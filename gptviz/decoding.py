@@ -23,7 +23,7 @@ from transformers import DynamicCache, StaticCache
 
 from gptviz import compare, cost
 from gptviz.instrument import recording
-from gptviz.lockstep import Lockstep
+from gptviz.lockstep import Decoder, Lockstep
 from gptviz.modes import Mode
 from gptviz.sampling import Replay, Sampler
 from gptviz.settings import DecodeError, DecodeSettings, Limits, check_prompt, positions
@@ -38,6 +38,8 @@ AGREE = 1.10  # timed passes agree when each recompute mode's speed-up over the 
 
 # ------------------------------------------------------------------------------------------
 # The two decoders. Read them side by side: the difference is the lesson.
+# Each yields after every step, so that a Lockstep can run them a step at a time in turn
+# (gptviz/lockstep.py), and returns its Tape; ``lockstep.alone(decode_cached(...))`` runs one by itself.
 # ``timing_only``: a pass that only times. It computes exactly what a recording pass computes (the
 # same attention kernel, so every pass times the same work and a step's fastest pass is a fair
 # minimum) but stores no attention rows, the part of a pass that costs memory and copies.
@@ -48,7 +50,7 @@ AGREE = 1.10  # timed passes agree when each recompute mode's speed-up over the 
 @torch.no_grad()
 def decode_cached(model, prompt_ids: torch.Tensor, choose, steps: int, cache_kind: str = "dynamic",
                   record_attention: bool = True, on_step: Callable | None = None, timing_only: bool = False,
-                  keep_logits: bool = True) -> Tape:
+                  keep_logits: bool = True) -> Decoder[Tape]:
     """KV cache: prefill the prompt once, then feed only the newest token; past keys/values are reused."""
     tape = Tape(model, prompt_ids, steps, Mode.CACHED, record_attention and not timing_only, on_step, keep_logits)
     cache = make_cache(model, cache_kind, max_len=positions(len(prompt_ids), steps))  # static: no unused slot
@@ -60,13 +62,14 @@ def decode_cached(model, prompt_ids: torch.Tensor, choose, steps: int, cache_kin
         tape.add(step, rec, logits, token, kv=None if timing_only else kv_sizes(cache))  # a scan of the cache
         del rec, logits  # the prefill's outputs span the whole prompt: do not hold them through the next pass
         ids = token.view(1, 1)  # (1, 1): only the new token goes in
+        yield  # the next mode's turn (gptviz/lockstep.py)
     return tape
 
 
 @torch.no_grad()
 def decode_recompute(model, prompt_ids: torch.Tensor, choose, steps: int, logits_to_keep: int = 0,
                      record_attention: bool = True, on_step: Callable | None = None, timing_only: bool = False,
-                     keep_logits: bool = True) -> Tape:
+                     keep_logits: bool = True) -> Decoder[Tape]:
     """Naive re-evaluation: feed the whole sequence again every step; nothing is reused."""
     mode = Mode.RECOMPUTE_LAST if logits_to_keep == 1 else Mode.RECOMPUTE
     tape = Tape(model, prompt_ids, steps, mode, record_attention and not timing_only, on_step, keep_logits)
@@ -78,6 +81,7 @@ def decode_recompute(model, prompt_ids: torch.Tensor, choose, steps: int, logits
         tape.add(step, rec, logits, token)
         del rec, logits  # views of all t positions' logits and t x t attention: free before the next pass
         ids = torch.cat([ids, token.view(1, 1)], dim=1)  # (1, t + 1): the whole sequence goes in again
+        yield  # the next mode's turn (gptviz/lockstep.py)
     return tape
 
 
@@ -249,22 +253,19 @@ def decode_all(model, prompt_ids: torch.Tensor, settings: DecodeSettings, on_ste
     n, chosen, replays = settings.max_new_tokens, [], {}
 
     def begin(mode: Mode):
-        def decode(step_done):
-            def stepped(m, step: int, token_id: int) -> None:
-                if m == Mode.CACHED:
-                    chosen.append(token_id)  # what the recompute decoders replay
-                if on_step is not None:
-                    on_step(m, step, token_id)
-                step_done()  # hand over to the next mode
+        def stepped(m, step: int, token_id: int) -> None:
+            if m == Mode.CACHED:
+                chosen.append(token_id)  # what the recompute decoders replay
+            if on_step is not None:
+                on_step(m, step, token_id)
 
-            if mode == Mode.CACHED:
-                return decode_cached(model, prompt_ids, Sampler(settings), n, settings.cache,
-                                     settings.record_attention, stepped, timing_only, mode in logits_kept)
-            # Both recompute variants record attention the same way: their timings differ only by logits_to_keep.
-            replays[mode] = Replay(chosen, len(prompt_ids), judge=Sampler(settings))
-            return decode_recompute(model, prompt_ids, replays[mode], n, mode.logits_to_keep,
-                                    settings.record_attention, stepped, timing_only, mode in logits_kept)
-        return decode
+        if mode == Mode.CACHED:
+            return decode_cached(model, prompt_ids, Sampler(settings), n, settings.cache,
+                                 settings.record_attention, stepped, timing_only, mode in logits_kept)
+        # Both recompute variants record attention the same way: their timings differ only by logits_to_keep.
+        replays[mode] = Replay(chosen, len(prompt_ids), judge=Sampler(settings))
+        return decode_recompute(model, prompt_ids, replays[mode], n, mode.logits_to_keep,
+                                settings.record_attention, stepped, timing_only, mode in logits_kept)
 
     modes = [Mode(m) for m in (settings.modes if modes is None else modes)]
     logits_kept = set(modes) if keep_logits is None else keep_logits

@@ -43,6 +43,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: the library is t
 
 from gptviz import cost  # noqa: E402
 from gptviz.decoding import Tape, decode_cached, decode_recompute, warm_up  # noqa: E402
+from gptviz.lockstep import alone  # noqa: E402
 from gptviz.models import random_model  # noqa: E402
 from gptviz.modes import MODES, Mode, parse_modes  # noqa: E402
 from gptviz.registry import GPT2_SMALL  # noqa: E402
@@ -106,10 +107,10 @@ def instrumented(model, prompt: torch.Tensor, n: int, mode: str, tokens: list[in
     """What a session pays for one mode: decode with recording, then compact the attention to fp16."""
     on_step = None if stamps is None else (lambda mode, step, token: stamps(step))
     if mode == Mode.CACHED:
-        tape = decode_cached(model, prompt, Sampler(DecodeSettings()), n, on_step=on_step)
+        tape = alone(decode_cached(model, prompt, Sampler(DecodeSettings()), n, on_step=on_step))
     else:  # replays the cached mode's tokens, as gptviz.run does
-        tape = decode_recompute(model, prompt, Replay(tokens, len(prompt)), n, Mode(mode).logits_to_keep,
-                                on_step=on_step)
+        tape = alone(decode_recompute(model, prompt, Replay(tokens, len(prompt)), n, Mode(mode).logits_to_keep,
+                                      on_step=on_step))
     tape.compact(keep_attention=mode != Mode.RECOMPUTE_LAST)
     return tape
 

@@ -26,7 +26,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import gptviz  # noqa: E402
 from gptviz import serve  # noqa: E402
 from gptviz.decoding import DecodeSettings, warm_up  # noqa: E402
-from gptviz.lockstep import use_threads  # noqa: E402
 
 PROMPT = "ROMEO.\nBut soft, what light through yonder window breaks?"  # the app's first preset
 
@@ -73,12 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{lm.name}, {args.tokens} new tokens, first pass, best of {args.reps}; {serve.cores()} cores")
     alone = {}
     for n in counts:
-        use_threads(n)
+        serve.use_threads(n)
         alone[n] = first_pass_seconds(lm, settings, args.reps)
         print(f"  {n} torch thread(s), alone: {alone[n]:.3f} s ({alone[n] / alone[most]:.2f}× {most} threads)")
     chosen = serve.fastest_threads(lm.model, lm.tokenizer, most)
     print(f"  serve.fastest_threads chooses {chosen}")
-    use_threads(chosen)
+    serve.use_threads(chosen)
     for interval in (sys.getswitchinterval(), serve.GIL_SWITCH_SECONDS):
         busy = beside_a_busy_thread(lm, settings, 1 if interval > 1e-3 else args.reps, interval)
         print(f"  {chosen} thread(s) beside a busy Python thread, switch interval {interval * 1e3:g} ms: "

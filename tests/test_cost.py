@@ -6,6 +6,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from gptviz import DecodeSettings, cost, run
 from gptviz.decoding import decode_cached, decode_recompute
+from gptviz.lockstep import alone
 from gptviz.models import random_model
 from gptviz.sampling import Replay, Sampler
 
@@ -31,11 +32,12 @@ def test_step_flops_equal_torchs_flop_counter_over_a_whole_decode(model, mode):
     slots = None
     if mode in ("cached", "static"):
         kind = "static" if mode == "static" else "dynamic"
-        flops, tape = counted(lambda: decode_cached(model, ids, Sampler(DecodeSettings()), STEPS, cache_kind=kind))
+        flops, tape = counted(lambda: alone(decode_cached(model, ids, Sampler(DecodeSettings()), STEPS,
+                                                          cache_kind=kind)))
         slots = PROMPT + STEPS - 1 if kind == "static" else None
     else:
-        flops, tape = counted(lambda: decode_recompute(model, ids, Replay([5, 6, 7, 8], PROMPT), STEPS,
-                                                       logits_to_keep=1 if mode == "recompute_last" else 0))
+        flops, tape = counted(lambda: alone(decode_recompute(model, ids, Replay([5, 6, 7, 8], PROMPT), STEPS,
+                                                             logits_to_keep=1 if mode == "recompute_last" else 0)))
     shape = cost.Shape.of(model)
     mode = "cached" if mode == "static" else mode
     expected = sum(cost.step_flops(shape, mode, s.context_len, s.input_len, slots) for s in tape.steps)
@@ -47,8 +49,9 @@ def test_the_overviews_flops_ratio_is_torchs_count_of_both_decodes(model, tokeni
     """The Overview's 'FLOPs ratio, same run', from the cached trace alone, against what torch counts running
     the recompute decode and the cached decode (FLOPs depend on shapes only, not on which tokens)."""
     ids = torch.arange(PROMPT)
-    cached_flops, tape = counted(lambda: decode_cached(model, ids, Sampler(DecodeSettings()), STEPS, cache_kind=kind))
-    recompute_flops, _ = counted(lambda: decode_recompute(model, ids, Replay([5, 6, 7, 8], PROMPT), STEPS))
+    cached_flops, tape = counted(lambda: alone(decode_cached(model, ids, Sampler(DecodeSettings()), STEPS,
+                                                             cache_kind=kind)))
+    recompute_flops, _ = counted(lambda: alone(decode_recompute(model, ids, Replay([5, 6, 7, 8], PROMPT), STEPS)))
     ratio = cost.FlopsRatio.of(cost.Shape.of(model), tape.to_trace("tiny", tokenizer, kind))
     assert (ratio.mode_flops, ratio.cached_flops) == (recompute_flops, cached_flops)
     assert ratio.ratio == pytest.approx(recompute_flops / cached_flops) and ratio.ratio > 1

@@ -9,6 +9,7 @@ import torch
 from gptviz import MODES, DecodeError, DecodeSettings, Limits, Mode, cost, decoding, run
 from gptviz.compare import Agreement, hidden_state_drift
 from gptviz.decoding import decode_cached, decode_recompute, kv_sizes, make_cache
+from gptviz.lockstep import alone
 from gptviz.models import random_model
 from gptviz.sampling import Replay, Sampler
 from gptviz.trace import Trace
@@ -83,10 +84,10 @@ def test_lockstep_repeated_timing_records_exactly_what_one_pass_alone_records(mo
     result = run(model, tokenizer, PROMPT, settings)  # 2 or 3 timed passes in lockstep
     ids = torch.tensor(tokenizer(PROMPT)["input_ids"])
     n = settings.max_new_tokens
-    single = {Mode.CACHED: decode_cached(model, ids, Sampler(settings), n, settings.cache)}  # one pass, mode by mode
+    single = {Mode.CACHED: alone(decode_cached(model, ids, Sampler(settings), n, settings.cache))}  # mode by mode
     tokens = single[Mode.CACHED].sequence[len(ids):].tolist()
     for mode in (Mode.RECOMPUTE, Mode.RECOMPUTE_LAST):
-        single[mode] = decode_recompute(model, ids, Replay(tokens, len(ids)), n, mode.logits_to_keep)
+        single[mode] = alone(decode_recompute(model, ids, Replay(tokens, len(ids)), n, mode.logits_to_keep))
     for mode, tape in single.items():
         trace = result.traces[mode]
         assert trace.token_ids == [s.token_id for s in tape.steps] == tokens
@@ -97,8 +98,9 @@ def test_lockstep_repeated_timing_records_exactly_what_one_pass_alone_records(mo
         assert all(len(s.pass_seconds) == passes and s.seconds == min(trace.counted(s)) for s in trace.steps)
     assert result.timing.complete and result.timing.passes in (2, 3)
     for mode in (Mode.RECOMPUTE, Mode.RECOMPUTE_LAST):  # whole logit vectors, through the comparison
-        alone, locked = Agreement.of(single[Mode.CACHED].logits, single[mode].logits), result.comparison.agreement[mode]
-        assert np.array_equal(alone.max_abs_dlogit, locked.max_abs_dlogit) and np.array_equal(alone.kl, locked.kl)
+        own = Agreement.of(single[Mode.CACHED].logits, single[mode].logits)
+        locked = result.comparison.agreement[mode]
+        assert np.array_equal(own.max_abs_dlogit, locked.max_abs_dlogit) and np.array_equal(own.kl, locked.kl)
 
 
 def test_float64_shrinks_the_gap(model64, tokenizer):
@@ -227,8 +229,8 @@ def test_recompute_last_projects_one_position(model, tokenizer):
     """logits_to_keep=1 gives the same next-token logits without projecting every position."""
     ids = torch.tensor(tokenizer(PROMPT)["input_ids"])
     replay = Replay([1, 2, 3], len(ids))
-    full = decode_recompute(model, ids, replay, 3, logits_to_keep=0, record_attention=False)
-    last = decode_recompute(model, ids, replay, 3, logits_to_keep=1, record_attention=False)
+    full = alone(decode_recompute(model, ids, replay, 3, logits_to_keep=0, record_attention=False))
+    last = alone(decode_recompute(model, ids, replay, 3, logits_to_keep=1, record_attention=False))
     assert full.mode == "recompute" and last.mode == "recompute_last"
     for a, b in zip(full.logits, last.logits):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
@@ -329,7 +331,7 @@ def test_sampler_uses_transformers_processors():
 
 def test_decoders_run_standalone(model, tokenizer):
     ids = torch.tensor(tokenizer(PROMPT)["input_ids"])
-    tape = decode_cached(model, ids, Sampler(DecodeSettings()), 4)
+    tape = alone(decode_cached(model, ids, Sampler(DecodeSettings()), 4))
     assert [s.input_len for s in tape.steps] == [len(ids), 1, 1, 1] and len(tape.sequence) == len(ids) + 4
 
 

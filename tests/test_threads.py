@@ -9,7 +9,6 @@ import torch
 
 import gptviz
 from gptviz import serve
-from gptviz.lockstep import use_threads
 from gptviz.serve import tasks
 from gptviz.ui_state import AppSettings
 from tests.conftest import TINY_SOURCE, LocalJob, tiny_loaded
@@ -65,7 +64,7 @@ def test_a_job_decodes_with_its_models_count_whatever_the_process_wide_count(own
     out = {}
 
     def on_a_new_thread(name, task):
-        use_threads(3 - own)
+        serve.use_threads(3 - own)
         thread = threading.Thread(target=lambda: out.update({name: task(LocalJob())}))
         thread.start()
         thread.join(60)

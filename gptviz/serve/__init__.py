@@ -99,6 +99,14 @@ def set_torch_threads(slots: int) -> int:
         return _threads_set
 
 
+def use_threads(count: int) -> None:
+    """Give the calling thread ``count`` torch threads, for good. torch sets a thread's count from the process-wide
+    value at the thread's first use (``get_num_threads`` included), which another job may have changed meanwhile;
+    so that happens first, then the count. A job's decoders run in its thread (gptviz/lockstep.py)."""
+    torch.get_num_threads()
+    torch.set_num_threads(count)
+
+
 GIL_SWITCH_SECONDS = 1e-4  # how long a thread may hold the GIL while another asks (CPython's default: 5e-3)
 
 
@@ -134,7 +142,6 @@ def fastest_threads(model, tokenizer, most: int | None = None) -> int:
     keeps the count in force. OMP_NUM_THREADS, when the operator set it, wins. Leaves this thread at ``most``.
     """
     from gptviz.decoding import DecodeSettings, start  # gptviz.decoding does not import the server
-    from gptviz.lockstep import use_threads
 
     most = torch.get_num_threads() if most is None else most
     counts = thread_counts(most)
@@ -147,7 +154,7 @@ def fastest_threads(model, tokenizer, most: int | None = None) -> int:
         while rounds < 2 or (rounds < THREAD_ROUNDS and time.perf_counter() - began < THREAD_SECONDS):
             rounds += 1
             for n in counts:
-                use_threads(n)  # this thread's count, which the decode's own threads take
+                use_threads(n)  # this thread's count: the decode runs in it
                 started = time.perf_counter()
                 start(model, tokenizer, "Warm up.", settings)
                 best[n] = min(best[n], time.perf_counter() - started)
@@ -256,5 +263,5 @@ def connect(url: str | None = None, **kwargs) -> Backend:
 
 __all__ = ["DEFAULT_MAX_BYTES", "FIRST", "REDIS_URL_ENV", "REFINE", "Backend", "CancelledError", "Dropped", "Job",
            "JobHandle", "Place", "Server", "Task", "Unavailable", "connect", "cores", "default_slots", "key_id",
-           "fastest_threads", "fewest_fast_threads", "set_torch_threads", "share_the_gil_often",
+           "fastest_threads", "fewest_fast_threads", "set_torch_threads", "share_the_gil_often", "use_threads",
            "thread_counts"]

@@ -22,7 +22,6 @@ import gptviz
 from gptviz import divergence, hub, lab, serve
 from gptviz.decoding import warm_up
 from gptviz.hosting import Policy
-from gptviz.lockstep import use_threads
 from gptviz.ui_state import AppSettings
 
 FIRST_KIND, REFINE_KIND = "first", "refine"  # the kinds a worker process runs (KINDS below)
@@ -85,9 +84,9 @@ def load_model(source: str, dtype: str, on_progress: hub.Progress | None = None)
 
 def _threads(lm: gptviz.LoadedModel) -> None:
     """Run this job's decodes with ``lm``'s own thread count: this worker thread's own (torch's count is per thread
-    once set), which its decoders' threads take (gptviz/lockstep.py), whatever another job sets meanwhile."""
+    once set), in which its decoders run (gptviz/lockstep.py), whatever another job sets meanwhile."""
     if lm.threads is not None:
-        use_threads(lm.threads)
+        serve.use_threads(lm.threads)
 
 
 _models: OrderedDict[tuple[str, str], gptviz.LoadedModel] = OrderedDict()
