@@ -226,13 +226,24 @@ class Server:
                 return job
 
     def _work(self) -> None:
+        # A job computes in a thread of its own that ends with it. torch's OpenMP pool belongs to the thread that
+        # runs an op and lives as long as that thread; while two pools live (this slot's two workers) on a machine
+        # with no core to spare, GNU OpenMP stops spinning between ops and every forward pass takes about twice
+        # as long (gptviz/lockstep.py). So a pool lives only while its job does: two at once only while a paused
+        # refinement waits for a first result.
         while True:
             job = self._next()
-            try:
-                result, error = job.compute(job), None
-            except BaseException as exc:  # the waiters re-raise it; the worker goes on
-                result, error = None, exc
-            self._finish(job, result, error)
+            compute = threading.Thread(target=self._compute, args=(job,), daemon=True,
+                                       name=f"{threading.current_thread().name}-job")
+            compute.start()
+            compute.join()
+
+    def _compute(self, job: Job) -> None:
+        try:
+            result, error = job.compute(job), None
+        except BaseException as exc:  # the waiters re-raise it; the worker goes on
+            result, error = None, exc
+        self._finish(job, result, error)
 
     def _first_waiting(self, job: Job) -> bool:
         return any(o.priority < job.priority and not o.abandoned() for o in self._queue)
