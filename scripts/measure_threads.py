@@ -5,6 +5,8 @@ A first pass (``gptviz.start``: cached + recompute, attention recorded), best of
 
 * alone, with each thread count from the machine's share (``serve.set_torch_threads``) down to 1: what
   ``serve.fastest_threads`` chooses from;
+* with the machine's share while a second, idle thread holds a torch OpenMP pool of its own ("a second thread's
+  pool": why decoders run in their caller's thread, gptviz/lockstep.py);
 * beside one Python thread that never sleeps (a page being drawn, in the Streamlit process), at CPython's default
   switch interval and at ``serve.GIL_SWITCH_SECONDS`` (``serve.share_the_gil_often``).
 
@@ -19,6 +21,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -58,6 +62,27 @@ def beside_a_busy_thread(lm, settings: DecodeSettings, reps: int, interval: floa
         sys.setswitchinterval(default)
 
 
+def beside_a_second_pool(lm, settings: DecodeSettings, reps: int, threads: int) -> float:
+    """A first pass while another live thread holds a torch OpenMP pool of its own, idle (as a decoder thread per
+    mode did, and a decode queue's second worker per slot: gptviz/lockstep.py, gptviz/serve/memory.py)."""
+    made, stop = threading.Event(), threading.Event()
+
+    def other() -> None:
+        serve.use_threads(threads)
+        torch.ones(1 << 22).sum()  # a parallel op: this thread's pool exists from now until the thread ends
+        made.set()
+        stop.wait()
+
+    thread = threading.Thread(target=other, daemon=True)
+    thread.start()
+    made.wait()
+    try:
+        return first_pass_seconds(lm, settings, reps)
+    finally:
+        stop.set()
+        thread.join()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--source", default="bundled", help="bundled, a Hub id or a local directory")
@@ -75,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         serve.use_threads(n)
         alone[n] = first_pass_seconds(lm, settings, args.reps)
         print(f"  {n} torch thread(s), alone: {alone[n]:.3f} s ({alone[n] / alone[most]:.2f}× {most} threads)")
+    if most > 1:
+        second = beside_a_second_pool(lm, settings, args.reps, most)
+        print(f"  {most} torch threads beside a second thread's pool (idle): {second:.3f} s "
+              f"({second / alone[most]:.2f}× alone)")
     chosen = serve.fastest_threads(lm.model, lm.tokenizer, most)
     print(f"  serve.fastest_threads chooses {chosen}")
     serve.use_threads(chosen)

@@ -258,6 +258,22 @@ def test_a_result_that_cannot_be_sized_still_reaches_its_waiters():  # nbytes: t
     assert server.stored_keys() == [] and server.request("next", lambda job: "ok").result(WAIT) == "ok"
 
 
+def test_each_job_computes_in_a_thread_that_ends_with_it():  # the in-process queue's own
+    # A thread's torch OpenMP pool lives as long as the thread, and two live pools made every forward pass twice as
+    # slow (gptviz/serve/memory.py): a slot's two long-lived workers each kept one. Each job's thread must end.
+    server = serve.Server(slots=1)
+    seen: list[threading.Thread] = []
+    try:
+        for name in "ab":
+            assert server.request(name, lambda job, n=name: seen.append(threading.current_thread()) or n
+                                  ).result(WAIT) == name
+        for thread in seen:
+            thread.join(WAIT)
+        assert len(set(seen)) == 2 and not any(thread.is_alive() for thread in seen)
+    finally:
+        server.close(WAIT)
+
+
 def refinement(order: list, name: str, steps: int, gate: threading.Event | None = None):
     """A refinement of ``steps`` steps calling job.checkpoint() between them; waits on ``gate`` after step 1."""
     def compute(job):
