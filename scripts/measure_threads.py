@@ -75,7 +75,8 @@ def beside_a_second_pool(lm, settings: DecodeSettings, reps: int, threads: int) 
 
     thread = threading.Thread(target=other, daemon=True)
     thread.start()
-    made.wait()
+    if not made.wait(60):
+        raise RuntimeError("the second thread did not make its pool")
     try:
         return first_pass_seconds(lm, settings, reps)
     finally:
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", default="bundled", help="bundled, a Hub id or a local directory")
     p.add_argument("--tokens", type=int, default=24)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--no-gil", dest="gil", action="store_false",
+                   help="skip the busy-thread part (at the default switch interval it takes minutes)")
     args = p.parse_args(argv)
     most = serve.set_torch_threads(serve.default_slots())
     lm = gptviz.load(args.source)
@@ -101,13 +104,14 @@ def main(argv: list[str] | None = None) -> int:
         alone[n] = first_pass_seconds(lm, settings, args.reps)
         print(f"  {n} torch thread(s), alone: {alone[n]:.3f} s ({alone[n] / alone[most]:.2f}× {most} threads)")
     if most > 1:
+        serve.use_threads(most)  # the loop above left this thread at 1
         second = beside_a_second_pool(lm, settings, args.reps, most)
         print(f"  {most} torch threads beside a second thread's pool (idle): {second:.3f} s "
               f"({second / alone[most]:.2f}× alone)")
     chosen = serve.fastest_threads(lm.model, lm.tokenizer, most)
     print(f"  serve.fastest_threads chooses {chosen}")
     serve.use_threads(chosen)
-    for interval in (sys.getswitchinterval(), serve.GIL_SWITCH_SECONDS):
+    for interval in (sys.getswitchinterval(), serve.GIL_SWITCH_SECONDS) if args.gil else ():
         busy = beside_a_busy_thread(lm, settings, 1 if interval > 1e-3 else args.reps, interval)
         print(f"  {chosen} thread(s) beside a busy Python thread, switch interval {interval * 1e3:g} ms: "
               f"{busy:.3f} s ({busy / alone[chosen]:.1f}× alone)")

@@ -41,7 +41,7 @@ def test_every_decoder_runs_in_the_callers_thread():
     before = set(threading.enumerate())
     Lockstep().run({"a": (0, decoder("a", 3, log)), "b": (1, decoder("b", 3, log))})
     assert {thread for *_, thread in log} == {threading.current_thread()}
-    assert set(threading.enumerate()) == before
+    assert not set(threading.enumerate()) - before  # no thread was started
 
 
 def test_an_error_in_one_decoder_closes_the_others_and_is_raised():

@@ -138,8 +138,8 @@ def fastest_threads(model, tokenizer, most: int | None = None) -> int:
     fastest on this machine: a short first pass timed with each in turn, the best of each count's rounds.
 
     Whether splitting a model's ops across cores pays depends on the model and the machine: measured here, not
-    assumed (scripts/measure_threads.py; the bundled model's ops are short). The fewer threads win only by a clear margin (``FEWER_THREADS_GAIN``), so noise
-    keeps the count in force. OMP_NUM_THREADS, when the operator set it, wins. Leaves this thread at ``most``.
+    assumed (scripts/measure_threads.py). The fewer threads win only by a clear margin (``FEWER_THREADS_GAIN``), so
+    noise keeps the count in force. OMP_NUM_THREADS, when the operator set it, wins. Leaves this thread at ``most``.
     """
     from gptviz.decoding import DecodeSettings, start  # gptviz.decoding does not import the server
 

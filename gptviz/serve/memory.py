@@ -40,7 +40,7 @@ class Job:
         self._server = server
 
     def report(self, progress: Any) -> None:
-        """Called by the compute function (on the worker thread): what waiters see as progress."""
+        """Called by the compute function (on the job's thread): what waiters see as progress."""
         self.progress = progress
 
     def checkpoint(self) -> None:

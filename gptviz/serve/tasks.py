@@ -83,7 +83,7 @@ def load_model(source: str, dtype: str, on_progress: hub.Progress | None = None)
 
 
 def _threads(lm: gptviz.LoadedModel) -> None:
-    """Run this job's decodes with ``lm``'s own thread count: this worker thread's own (torch's count is per thread
+    """Run this job's decodes with ``lm``'s own thread count: this job's thread's own (torch's count is per thread
     once set), in which its decoders run (gptviz/lockstep.py), whatever another job sets meanwhile."""
     if lm.threads is not None:
         serve.use_threads(lm.threads)
