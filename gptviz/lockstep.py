@@ -9,8 +9,9 @@ rounds later.
 A decoder is a generator that yields after each step's forward pass and choice (gptviz/decoding.py), so the
 timed section of a step is exactly what it is alone, and every decoder runs in the caller's thread. Not a thread
 each: torch's OpenMP pool belongs to the thread that runs the op, and while two threads' pools are alive on a
-machine with no core to spare for both, GNU OpenMP stops its threads spinning between ops: every forward pass of
-GPT-2-small shape took twice as long (scripts/measure_threads.py, "a second thread's pool").
+machine with no core to spare for both, GNU OpenMP stops its threads spinning between ops. Beside a second
+thread's idle pool a first pass took 1.35x as long for GPT-2-small shape and 2.76x for the bundled model
+(scripts/measure_threads.py); with a thread per decoder, a GPT-2-shape first pass took 4.0-5.0 s, now 2.4 s.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def test_one_step_each_in_turn_rotating_who_goes_first_the_lagging_ones_a_round_
 
 def test_every_decoder_runs_in_the_callers_thread():
     # torch's OpenMP pool belongs to the thread that runs an op; a second thread's pool stops GNU OpenMP's threads
-    # spinning between ops while both live (gptviz/lockstep.py). A thread per decoder made every pass 2x slower.
+    # spinning between ops while both live (gptviz/lockstep.py). A thread per decoder made every pass slower.
     log: list = []
     before = set(threading.enumerate())
     Lockstep().run({"a": (0, decoder("a", 3, log)), "b": (1, decoder("b", 3, log))})

@@ -259,8 +259,8 @@ def test_a_result_that_cannot_be_sized_still_reaches_its_waiters():  # nbytes: t
 
 
 def test_each_job_computes_in_a_thread_that_ends_with_it():  # the in-process queue's own
-    # A thread's torch OpenMP pool lives as long as the thread, and two live pools made every forward pass twice as
-    # slow (gptviz/serve/memory.py): a slot's two long-lived workers each kept one. Each job's thread must end.
+    # A thread's torch OpenMP pool lives as long as the thread, and two live pools make every forward pass slower
+    # (gptviz/serve/memory.py): a slot's two long-lived workers each kept one. Each job's thread must end.
     server = serve.Server(slots=1)
     seen: list[threading.Thread] = []
     try:

@@ -228,8 +228,8 @@ class Server:
     def _work(self) -> None:
         # A job computes in a thread of its own that ends with it. torch's OpenMP pool belongs to the thread that
         # runs an op and lives as long as that thread; while two pools live (this slot's two workers) on a machine
-        # with no core to spare, GNU OpenMP stops spinning between ops and every forward pass takes about twice
-        # as long (gptviz/lockstep.py). So a pool lives only while its job does: two at once only while a paused
+        # with no core to spare, GNU OpenMP stops spinning between ops and every forward pass is slower (figures:
+        # gptviz/lockstep.py). So a pool lives only while its job does: two at once only while a paused
         # refinement waits for a first result.
         while True:
             job = self._next()
